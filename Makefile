@@ -1,0 +1,43 @@
+# hpcrnn: `make run` trains the demo model on 2 MPI ranks; `make test` runs the whole suite.
+# Both install what they need first (jobs/setup.sh, idempotent).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+RANKS   ?= 2
+RUN_DIR ?= runs/demo
+MPIEXEC  = $(shell cat $(VENV)/.mpiexec 2>/dev/null || command -v mpiexec 2>/dev/null)
+export NUMBA_CACHE_DIR ?= $(CURDIR)/$(VENV)/numba-cache-$(shell uname -m)
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: setup setup-dev run test test-unit test-mpi test-system bench clean
+
+setup:
+	@jobs/setup.sh
+
+setup-dev:
+	@jobs/setup.sh --dev
+
+run: setup
+	@launcher="$(MPIEXEC)"; if [ -z "$$launcher" ] || ! command -v "$$launcher" >/dev/null; then \
+	  echo "make run: MPI launcher '$$launcher' not found: install MPICH (apt install mpich) or 'module load' an MPI, then rerun 'make setup'" >&2; exit 1; fi
+	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn train --config data/demo.toml --run-dir $(RUN_DIR)
+	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn evaluate --checkpoint $(RUN_DIR) --data data/mackey_glass.h5 --split test
+
+test: setup-dev
+	$(MAKE) --no-print-directory test-unit test-system test-mpi
+
+test-unit:
+	$(PY) -m pytest tests/unit -q
+
+test-system:
+	$(PY) -m pytest tests/system -q
+
+# Every rank runs pytest; the tests are rank-aware. `timeout` ends a run that would hang.
+test-mpi:
+	timeout -k 10 900 $(MPIEXEC) -n 2 $(PY) -m pytest tests/mpi -q
+	timeout -k 10 900 $(MPIEXEC) -n 3 $(PY) -m pytest tests/mpi -q
+
+bench: setup-dev
+	$(PY) bench/kernels.py
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info

@@ -1,0 +1,111 @@
+"""Atomic HDF5 checkpoints (parameters, optimizer state, position, config, checksum), resume, retention."""
+import glob
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+
+from hpcrnn.errors import HpcrnnError
+
+FORMAT = 1
+_NAME = re.compile(r"step-(\d{9})\.h5$")
+
+
+class CheckpointError(HpcrnnError):
+    """A checkpoint that is missing, truncated or fails its checksum."""
+
+
+def _digest(arrays, meta):
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        h.update(key.encode())
+        h.update(str(value.dtype).encode() + str(value.shape).encode())
+        h.update(value.tobytes())
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def save(path, arrays, meta):
+    """Writes `arrays` (name -> ndarray, '/'-separated names allowed) and `meta` (JSON-able) atomically:
+    temporary file, flush + fsync, rename. A failure leaves any earlier file at `path` untouched."""
+    import h5py
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=value)
+            f.attrs["hpcrnn_checkpoint"] = FORMAT
+            f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+            f.attrs["sha256"] = _digest(arrays, meta)
+            f.flush()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(path):
+    """Returns (arrays, meta) after verifying the checksum; raises CheckpointError naming the file."""
+    import h5py
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("hpcrnn_checkpoint") != FORMAT:
+                raise CheckpointError(f"{path}: not an hpcrnn checkpoint (attribute hpcrnn_checkpoint missing)")
+            arrays = {}
+            f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            meta = json.loads(f.attrs["meta"])
+            expected = f.attrs["sha256"]
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if _digest(arrays, meta) != expected:
+        raise CheckpointError(f"{path}: checksum mismatch (damaged checkpoint)")
+    return arrays, meta
+
+
+def path_for(directory, step):
+    return os.path.join(directory, f"step-{step:09d}.h5")
+
+
+def list_checkpoints(directory):
+    """Checkpoint paths in `directory`, newest (highest step) first."""
+    found = [p for p in glob.glob(os.path.join(directory, "step-*.h5")) if _NAME.search(p)]
+    return sorted(found, key=lambda p: int(_NAME.search(p).group(1)), reverse=True)
+
+
+def prune(directory, keep):
+    for old in list_checkpoints(directory)[keep:]:
+        os.remove(old)
+
+
+def load_latest(directory, warn=print):
+    """Newest valid checkpoint in `directory` as (path, arrays, meta), falling back past damaged ones
+    with a warning; None when there is none."""
+    for path in list_checkpoints(directory):
+        try:
+            arrays, meta = load(path)
+            return path, arrays, meta
+        except CheckpointError as exc:
+            warn(f"warning: skipping damaged checkpoint: {exc}")
+    return None

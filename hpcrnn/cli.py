@@ -1,0 +1,149 @@
+"""Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|scaling|jobs|info`, serial or under MPI."""
+import argparse
+import os
+import sys
+
+# One BLAS thread per rank unless the user chose otherwise; must be set before numpy is imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+TRAIN_FLAGS = {  # flag -> (config key, type)
+    "data": ("data.path", str), "cell": ("model.cell", str), "hidden": ("model.hidden_size", int),
+    "layers": ("model.num_layers", int), "epochs": ("train.epochs", int), "batch_size": ("train.batch_size", int),
+    "lr": ("optim.lr", float), "optimizer": ("optim.name", str), "seed": ("train.seed", int),
+    "run_dir": ("run_dir", str), "resume": ("checkpoint.resume", str), "dtype": ("model.dtype", str),
+    "max_steps": ("train.max_steps", int),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="hpcrnn", description=__doc__.split(":")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from hpcrnn.data.commands import add_prepare_args, add_synth_args
+    add_synth_args(sub.add_parser("synth", help="write a synthetic dataset (in parallel under MPI)"))
+    add_prepare_args(sub.add_parser("prepare", help="convert CSV/.npy/.npz to the hpcrnn HDF5 schema"))
+    train = sub.add_parser("train", help="train a model (serial, mpiexec or srun)")
+    train.add_argument("--config", help="TOML config file")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    for flag, (key, typ) in TRAIN_FLAGS.items():
+        train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=f"sets {key}")
+    ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+    ev.add_argument("--batch-size", type=int, default=256)
+    pr = sub.add_parser("predict", help="write a checkpoint's predictions on a dataset to HDF5")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--data", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--batch-size", type=int, default=256)
+    sub.add_parser("info", help="versions, MPI and HDF5 capabilities, CPU")
+    add_optional_commands(sub)
+    return parser
+
+
+def add_optional_commands(sub):
+    try:
+        from hpcrnn.scaling.commands import add_jobs_args, add_scaling_args
+    except ImportError:
+        return
+    add_scaling_args(sub.add_parser("scaling", help="strong/weak scaling sweeps and reports"))
+    add_jobs_args(sub.add_parser("jobs", help="render Slurm job scripts"))
+
+
+def train_config(args):
+    from hpcrnn.config import load_config
+    overrides = list(args.set)
+    for flag, (key, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    config = load_config(args.config, overrides)
+    if not config.data.path:
+        from hpcrnn.errors import ConfigError
+        raise ConfigError("data.path: no dataset given (use --data FILE.h5 or data.path in the config)")
+    return config
+
+
+def set_threads(config):
+    import numba
+    wanted = config.train.numba_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "1") or 1)
+    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+
+
+def cmd_train(args, comm):
+    from hpcrnn.train import PREEMPTED_EXIT, Preempted, train
+    config = train_config(args)
+    set_threads(config)
+    try:
+        summary = train(config, comm)
+    except Preempted as stop:
+        if comm.rank == 0:
+            print(f"hpcrnn: {stop}; exit {PREEMPTED_EXIT} (requeue to resume with --resume auto)", flush=True)
+        return PREEMPTED_EXIT
+    if comm.rank == 0:
+        print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.6g}, "
+              f"{summary['wall_s']:.1f} s; run directory {config.run_dir}", flush=True)
+    return 0
+
+
+def cmd_evaluate(args, comm):
+    from hpcrnn.evaluate import format_metrics, run_evaluate
+    metrics = run_evaluate(args.checkpoint, args.data, comm, args.split, args.batch_size)
+    if comm.rank == 0:
+        print(format_metrics(metrics), flush=True)
+    return 0
+
+
+def cmd_predict(args, comm):
+    from hpcrnn.predict import run_predict
+    rows = run_predict(args.checkpoint, args.data, args.out, comm, args.batch_size)
+    if comm.rank == 0:
+        print(f"wrote {rows} predictions to {args.out}", flush=True)
+    return 0
+
+
+def cmd_info(args, comm):
+    from hpcrnn.runinfo import format_report, report
+    if comm.rank == 0:
+        print(format_report({**report(), "mpi_ranks": comm.size}), flush=True)
+    return 0
+
+
+def dispatch(args, comm):
+    if args.command in ("synth", "prepare"):
+        from hpcrnn.data import commands
+        return getattr(commands, f"run_{args.command}")(args, comm) or 0
+    if args.command in ("scaling", "jobs"):
+        return args.handler(args, comm) or 0
+    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}[args.command](args, comm)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from hpcrnn.comm import world
+    from hpcrnn.errors import HpcrnnError
+    comm = world()
+    try:
+        return dispatch(args, comm)
+    except HpcrnnError as exc:
+        # Raised together on every rank (the code agrees on errors before raising): exit cleanly.
+        if args.debug:
+            raise
+        if comm.rank == 0:
+            print(f"hpcrnn: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a failure on one rank: end the whole job, never leave ranks in a collective
+        if args.debug:
+            import traceback
+            traceback.print_exc()
+        from hpcrnn.comm import abort
+        abort(comm, f"hpcrnn: error on rank {comm.rank}: {type(exc).__name__}: {exc}"
+                    + ("" if args.debug else " (run with --debug for a traceback)"), code=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

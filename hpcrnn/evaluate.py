@@ -1,0 +1,98 @@
+"""Evaluation and prediction: metrics reduced over ranks, and predictions written row-parallel to HDF5."""
+import json
+import math
+
+import numpy as np
+
+from hpcrnn import comm as mpi
+from hpcrnn.errors import DataError
+
+STAT_KEYS = ("loss_sum", "count", "sq_err_sum", "abs_err_sum", "elem_count", "correct")
+
+
+def resolve_loss(name, info):
+    """The loss to train with: `auto` means cross_entropy for labelled data, mse otherwise."""
+    if info.task == "classification":
+        if name not in ("auto", "cross_entropy"):
+            raise DataError(f"{info.path}: has /labels (classification) but model.loss is {name!r}; use cross_entropy")
+        return "cross_entropy"
+    if name == "cross_entropy":
+        raise DataError(f"{info.path}: model.loss cross_entropy needs /labels, the file has regression targets")
+    return "mse" if name == "auto" else name
+
+
+def evaluate_split(model, info, split, loss, comm, batch_size):
+    """Loss and metrics of `model` on samples [start, stop) of the file, summed over all ranks."""
+    from hpcrnn.data.loader import iterate_in_order
+    sums = np.zeros(len(STAT_KEYS))
+    for batch in iterate_in_order(info, split, batch_size, comm, dtype=model.dtype):
+        if len(batch.x):
+            stats = model.per_sample_stats(batch.x, batch.y, loss, lengths=batch.lengths)
+            sums += [stats.get(k, 0.0) for k in STAT_KEYS]
+    if comm.size > 1:
+        mpi.allreduce_sum(comm, sums)
+    total = dict(zip(STAT_KEYS, sums))
+    count = max(total["count"], 1.0)
+    out = {"loss": total["loss_sum"] / count, "count": int(total["count"])}
+    if loss == "cross_entropy":
+        out["accuracy"] = total["correct"] / count
+    else:
+        elems = max(total["elem_count"], 1.0)
+        out["rmse"] = math.sqrt(total["sq_err_sum"] / elems)
+        out["mae"] = total["abs_err_sum"] / elems
+    return out
+
+
+def model_from_checkpoint(arrays, meta):
+    from hpcrnn.model import Model
+    m = meta["model"]
+    model = Model(cell=m["cell"], input_size=m["input_size"], hidden_size=m["hidden_size"],
+                  num_layers=m["num_layers"], output_size=m["output_size"], head=m["head"],
+                  dtype=np.dtype(m["dtype"]).type, seed=0)
+    model.load_state_dict({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
+    return model
+
+
+def check_compatible(model, info):
+    if info.num_features != model.input_size:
+        raise DataError(f"{info.path}: has {info.num_features} features, the checkpoint's model expects "
+                        f"{model.input_size}")
+    if info.head != model.head:
+        raise DataError(f"{info.path}: targets are for head {info.head!r}, the model has head {model.head!r}")
+
+
+def load_model_everywhere(path, comm):
+    """(model, meta) on every rank; rank 0 reads and verifies the checkpoint, and every rank raises the
+    same error if it is bad."""
+    from hpcrnn.checkpoint import CheckpointError, load
+    found, error = None, None
+    if comm.rank == 0:
+        try:
+            found = load(path)
+        except CheckpointError as exc:
+            error = str(exc)
+    error = mpi.agree_error(comm, error)
+    if error:
+        raise CheckpointError(error)
+    arrays, meta = comm.bcast(found, root=0) if comm.size > 1 else found
+    return model_from_checkpoint(arrays, meta), meta
+
+
+def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256):
+    from hpcrnn.data.loader import split_ranges
+    from hpcrnn.data.schema import open_dataset
+    model, meta = load_model_everywhere(checkpoint_path, comm)
+    info = open_dataset(data_path, comm=comm)
+    check_compatible(model, info)
+    if split == "all":
+        span = (0, info.num_samples)
+    else:
+        span = split_ranges(info, 0.1, None).get(split) or info.splits.get(split)
+        if span is None:
+            raise DataError(f"{data_path}: has no {split!r} split")
+    metrics = evaluate_split(model, info, span, meta["model"]["loss"], comm, batch_size)
+    return {"checkpoint": checkpoint_path, "data": data_path, "split": split, **metrics}
+
+
+def format_metrics(metrics):
+    return json.dumps(metrics, sort_keys=False)

@@ -1,0 +1,67 @@
+"""Rank-0 output: JSON-lines metrics, a progress display (bar on a terminal, lines in a log), messages.
+
+Other ranks get a writer that does nothing, so the training loop never asks which rank it is on."""
+import json
+import os
+import sys
+import time
+
+
+class Writer:
+    """Writes metrics.jsonl and progress on rank 0; `Writer(None, active=False)` is silent."""
+
+    def __init__(self, metrics_path, active=True, progress="auto", stream=None):
+        self.active = active
+        self.stream = stream or sys.stdout
+        self._file = None
+        if active and metrics_path:
+            os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+            self._file = open(metrics_path, "a", buffering=1)
+        if progress == "auto":
+            progress = "bar" if self.stream.isatty() else "line"
+        self.progress_mode = progress
+        self._bar_open = False
+        self._t_last = time.perf_counter()
+
+    def metrics(self, record):
+        if self._file:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def progress(self, step, total, epoch, record, every):
+        if not self.active or self.progress_mode == "none":
+            return
+        text = (f"epoch {epoch} step {step}/{total} loss {record['loss']:.5g} lr {record['lr']:.3g} "
+                f"{record['samples_per_s']:.0f} samples/s")
+        if self.progress_mode == "bar":
+            width = 24
+            filled = int(width * step / max(total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\x1b[K")
+            self.stream.flush()
+            self._bar_open = True
+        elif step % every == 0 or step == total:
+            self.say(text)
+
+    def say(self, text):
+        if not self.active:
+            return
+        if self._bar_open:
+            self.stream.write("\n")
+            self._bar_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self._bar_open and self.active:
+            self.stream.write("\n")
+        if self._file:
+            self._file.close()
+            self._file = None
+
+
+def write_json(path, record):
+    """Writes `record` as pretty JSON atomically (temporary file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
