@@ -19,8 +19,8 @@ def library_version():
 def allreduce_sum(comm, buf, timeout_s=0.0):
     """Sums `buf` (C-contiguous, writable) over all ranks in place; returns seconds spent.
 
-    With timeout_s > 0 the reduction is non-blocking and polled, so a rank that never arrives
-    (dead, stuck) makes the others report it and abort instead of hanging forever."""
+    With timeout_s > 0 the reduction is non-blocking and polled (the stall inspector): if it has not
+    completed in time, the waiting ranks find out which ranks never arrived, print them, and abort."""
     from mpi4py import MPI
     t0 = time.perf_counter()
     if comm.size == 1:
@@ -28,21 +28,48 @@ def allreduce_sum(comm, buf, timeout_s=0.0):
     if timeout_s <= 0:
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return time.perf_counter() - t0
-    request = comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-    deadline = t0 + timeout_s
-    sleep = 0.0
-    while not request.Test():
-        if time.perf_counter() > deadline:
-            stall_abort(comm, f"allreduce did not complete within {timeout_s:g} s")
-        time.sleep(sleep)
-        sleep = min(1e-3, sleep + 1e-5)
+    wait(comm, comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM), timeout_s, "allreduce")
     return time.perf_counter() - t0
 
 
-def stall_abort(comm, what):
-    """Prints which rank is stalled and aborts the whole job."""
-    sys.stderr.write(f"hpcrnn: rank {comm.rank}/{comm.size}: {what}; "
-                     "some rank is missing (dead or stuck); aborting the job\n")
+def wait(comm, request, timeout_s, what):
+    """Polls `request` until done; after timeout_s, reports the missing ranks and aborts the job."""
+    deadline = time.perf_counter() + timeout_s
+    pause = 0.0
+    while not request.Test():
+        if time.perf_counter() > deadline:
+            stall_abort(comm, what, timeout_s)
+        time.sleep(pause)
+        pause = min(1e-3, pause + 1e-5)
+
+
+_ROLL_CALL_TAG = 7177
+
+
+def missing_ranks(comm, grace_s=3.0):
+    """Ranks that do not answer a roll call within grace_s: each stalled rank tells every other rank it is
+    waiting, then listens. Ranks that are alive but elsewhere (dead, stuck in compute) stay silent."""
+    from mpi4py import MPI
+    here = np.array([comm.rank], dtype=np.int64)
+    requests = [comm.Isend(here, dest=r, tag=_ROLL_CALL_TAG) for r in range(comm.size) if r != comm.rank]
+    heard, incoming = {comm.rank}, np.empty(1, dtype=np.int64)
+    deadline = time.perf_counter() + grace_s
+    while time.perf_counter() < deadline and len(heard) < comm.size:
+        status = MPI.Status()
+        if comm.Iprobe(source=MPI.ANY_SOURCE, tag=_ROLL_CALL_TAG, status=status):
+            comm.Recv(incoming, source=status.Get_source(), tag=_ROLL_CALL_TAG)
+            heard.add(int(incoming[0]))
+        else:
+            time.sleep(0.01)
+    del requests  # never waited on: the job is about to be aborted
+    return sorted(set(range(comm.size)) - heard)
+
+
+def stall_abort(comm, what, timeout_s):
+    """Prints which ranks are missing from a stalled collective and aborts the whole job."""
+    missing = missing_ranks(comm)
+    sys.stderr.write(f"hpcrnn: stall inspector on rank {comm.rank}: {what} not complete after {timeout_s:g} s; "
+                     f"missing rank(s): {missing or 'unknown'}; aborting the job\n")
     sys.stderr.flush()
     comm.Abort(3)
 

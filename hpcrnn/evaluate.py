@@ -81,6 +81,7 @@ def load_model_everywhere(path, comm):
 def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256):
     from hpcrnn.data.loader import split_ranges
     from hpcrnn.data.schema import open_dataset
+    checkpoint_path = resolve_checkpoint(checkpoint_path, comm)
     model, meta = load_model_everywhere(checkpoint_path, comm)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
@@ -96,3 +97,16 @@ def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256):
 
 def format_metrics(metrics):
     return json.dumps(metrics, sort_keys=False)
+
+
+def resolve_checkpoint(path, comm):
+    """A checkpoint file, or the newest valid one in a run directory (DIR or DIR/checkpoints)."""
+    import os
+    from hpcrnn.checkpoint import CheckpointError, list_checkpoints
+    if not os.path.isdir(path):
+        return path
+    directory = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+    found = list_checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"{path}: no checkpoints (step-*.h5) in this directory")
+    return found[0]

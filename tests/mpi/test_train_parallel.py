@@ -1,0 +1,85 @@
+"""Data parallelism: P ranks reproduce 1 rank (loss curve, final parameters), identical parameters on every
+rank, tiny datasets, agreed errors. Run under `mpiexec -n 2` and `-n 3`; each rank also trains serially on
+COMM_SELF as the reference, so the comparison happens inside one job."""
+import json
+import os
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcrnn.config import load_config
+from hpcrnn.errors import HpcrnnError
+from hpcrnn.train import train
+from helpers import write_windows
+
+WORLD = MPI.COMM_WORLD
+
+
+@pytest.fixture
+def shared_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("shared")) if WORLD.rank == 0 else None
+    return WORLD.bcast(path)
+
+
+def config_for(data, run_dir, dtype, **extra):
+    sets = [f"data.path={data}", f"run_dir={run_dir}", f"model.dtype={dtype}", "model.cell=lstm",
+            "model.hidden_size=8", "model.num_layers=2", "train.epochs=2", "train.batch_size=10",
+            "train.progress=none", "optim.name=adam", "optim.lr=0.01", "data.val_fraction=0.2",
+            "data.buffer_mb=0.01", "checkpoint.every_epochs=1"]
+    return load_config(None, sets + [f"{k}={v}" for k, v in extra.items()])
+
+
+def final_params(run_dir):
+    from hpcrnn.checkpoint import list_checkpoints, load
+    arrays, meta = load(list_checkpoints(os.path.join(run_dir, "checkpoints"))[0])
+    return {k: v for k, v in arrays.items() if k.startswith("params/")}, meta
+
+
+def losses(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
+        return [r["loss"] for r in map(json.loads, handle) if "event" not in r]
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-10)])
+@pytest.mark.parametrize("n", [47, 5])   # 5 samples: fewer than P x batch, some ranks get nothing
+def test_parallel_matches_serial(shared_dir, dtype, rtol, n):
+    data = os.path.join(shared_dir, f"d{n}.h5")
+    if WORLD.rank == 0:
+        write_windows(data, n=n)
+    WORLD.Barrier()
+    parallel_dir = os.path.join(shared_dir, f"par-{dtype}-{n}")
+    serial_dir = os.path.join(shared_dir, f"ser-{dtype}-{n}-rank{WORLD.rank}")
+    summary = train(config_for(data, parallel_dir, dtype, **({"data.val_fraction": 0} if n < 10 else {})), WORLD)
+    train(config_for(data, serial_dir, dtype, **({"data.val_fraction": 0} if n < 10 else {})), MPI.COMM_SELF)
+    assert summary["ranks"] == WORLD.size
+    WORLD.Barrier()
+    par, meta = final_params(parallel_dir)
+    ser, _ = final_params(serial_dir)
+    assert meta["world_size"] == WORLD.size
+    assert meta["step"] > 0
+    for key in ser:
+        np.testing.assert_allclose(par[key], ser[key], rtol=rtol, atol=rtol * 1e-2, err_msg=key)
+    np.testing.assert_allclose(losses(parallel_dir), losses(serial_dir), rtol=rtol * 10)
+
+
+def test_parameters_identical_on_every_rank(shared_dir):
+    data = os.path.join(shared_dir, "d.h5")
+    if WORLD.rank == 0:
+        write_windows(data, n=33)
+    WORLD.Barrier()
+    from hpcrnn.train import Trainer
+    from hpcrnn.data.loader import split_ranges
+    from hpcrnn.data.schema import open_dataset
+    config = config_for(data, os.path.join(shared_dir, "same"), "float32")
+    info = open_dataset(data, comm=WORLD)
+    trainer = Trainer(config, WORLD, info, split_ranges(info, 0.2))
+    trainer.run()
+    everyone = WORLD.allgather(trainer.model.params.tobytes())
+    assert all(p == everyone[0] for p in everyone)
+
+
+def test_missing_file_is_an_error_on_every_rank(shared_dir):
+    config = config_for(os.path.join(shared_dir, "absent.h5"), os.path.join(shared_dir, "x"), "float32")
+    with pytest.raises(HpcrnnError, match="absent.h5"):
+        train(config, WORLD)

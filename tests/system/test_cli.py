@@ -1,0 +1,84 @@
+"""The command line end to end: errors are one line with a non-zero exit; train/evaluate/predict/info work
+serially and under mpiexec."""
+import json
+import os
+
+import h5py
+import pytest
+
+from helpers import ROOT, run_cli, write_windows
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.startswith("hpcrnn")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_data_file(tmp_path):
+    result = run_cli(["train", "--data", tmp_path / "nope.h5", "--run-dir", tmp_path / "r"])
+    assert_one_line_error(result, "nope.h5")
+
+
+def test_unknown_cell_and_key(tmp_path):
+    data = write_windows(str(tmp_path / "d.h5"))
+    assert_one_line_error(run_cli(["train", "--data", data, "--cell", "transformer"]), "model.cell", "transformer")
+    assert_one_line_error(run_cli(["train", "--data", data, "--set", "model.colour=red"]), "model.colour")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nepochz = 3\n")
+    assert_one_line_error(run_cli(["train", "--data", data, "--config", cfg]), "train.epochz")
+
+
+def test_errors_under_mpi_end_every_rank(tmp_path):
+    result = run_cli(["train", "--data", tmp_path / "nope.h5"], ranks=2, timeout=120)
+    assert_one_line_error(result, "nope.h5")
+
+
+def test_info_reports_mpi_io():
+    result = run_cli(["info"])
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
+    assert fields["hdf5_mpi_io"] == "True"
+    assert fields["mpi_library"].startswith("MPICH")
+    assert int(fields["cores"]) >= 1
+
+
+@pytest.mark.parametrize("ranks", [0, 2])
+def test_train_evaluate_predict(tmp_path, ranks):
+    data = write_windows(str(tmp_path / "d.h5"), n=60)
+    run_dir = tmp_path / "run"
+    result = run_cli(["train", "--data", data, "--cell", "gated", "--hidden", 8, "--epochs", 2, "--batch-size", 16,
+                      "--run-dir", run_dir, "--set", "train.progress=line"], ranks=ranks)
+    assert result.returncode == 0, result.stderr
+    assert "done:" in result.stdout
+    for name in ("config.toml", "metrics.jsonl", "summary.json"):
+        assert (run_dir / name).exists(), name
+    records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "event" not in r]
+    assert {"step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "t_compute", "t_comm", "t_io",
+            "t_step"} <= set(steps[0])
+    assert [r["step"] for r in steps] == list(range(1, len(steps) + 1))
+    assert any(r.get("event") == "eval" for r in records)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ranks"] == max(ranks, 1) and summary["steps"] == len(steps)
+    ev = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data], ranks=ranks)
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert metrics["count"] == 60 and metrics["rmse"] > 0
+    out = tmp_path / "pred.h5"
+    pr = run_cli(["predict", "--checkpoint", run_dir, "--data", data, "--out", out], ranks=ranks)
+    assert pr.returncode == 0, pr.stderr
+    with h5py.File(out, "r") as f:
+        assert f["predictions"].shape == (60, 2)
+        assert f.attrs["hpcrnn_schema"] == 1
+
+
+def test_make_run_without_launcher():
+    import subprocess
+    result = subprocess.run(["make", "-s", "run", "MPIEXEC=/no/such/mpiexec"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode != 0
+    assert "MPI launcher '/no/such/mpiexec' not found" in result.stderr
