@@ -79,24 +79,35 @@ def load_model_everywhere(path, comm):
 
 
 def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256):
-    from hpcrnn.data.loader import split_ranges
     from hpcrnn.data.schema import open_dataset
     checkpoint_path = resolve_checkpoint(checkpoint_path, comm)
     model, meta = load_model_everywhere(checkpoint_path, comm)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
-    if split == "all":
-        span = (0, info.num_samples)
-    else:
-        span = split_ranges(info, 0.1, None).get(split) or info.splits.get(split)
-        if span is None:
-            raise DataError(f"{data_path}: has no {split!r} split")
+    span = split_span(info, split, meta)
     metrics = evaluate_split(model, info, span, meta["model"]["loss"], comm, batch_size)
     return {"checkpoint": checkpoint_path, "data": data_path, "split": split, **metrics}
 
 
+def split_span(info, split, meta):
+    """Sample range of `split`, chosen as the training run chose it (its val_fraction and gap)."""
+    from hpcrnn.config import from_toml_text
+    from hpcrnn.data.loader import split_ranges
+    if split == "all":
+        return (0, info.num_samples)
+    data = from_toml_text(meta["config_toml"]).data
+    span = split_ranges(info, data.val_fraction, None if data.gap < 0 else data.gap).get(split)
+    if span is None or span[1] <= span[0]:
+        raise DataError(f"{info.path}: has no {split!r} split (the training run used val_fraction "
+                        f"{data.val_fraction})")
+    return span
+
+
 def format_metrics(metrics):
-    return json.dumps(metrics, sort_keys=False)
+    """A readable line, then the same metrics as one JSON line (for scripts)."""
+    values = " ".join(f"{k} {v:.6g}" for k, v in metrics.items() if isinstance(v, float))
+    return (f"evaluation of {metrics['checkpoint']} on {metrics['split']} ({metrics['count']} samples): {values}\n"
+            + json.dumps(metrics))
 
 
 def resolve_checkpoint(path, comm):
