@@ -30,28 +30,34 @@ def _digest(arrays, meta):
 
 def save(path, arrays, meta):
     """Writes `arrays` (name -> ndarray, '/'-separated names allowed) and `meta` (JSON-able) atomically:
-    temporary file, flush + fsync, rename. A failure leaves any earlier file at `path` untouched."""
-    import h5py
+    the HDF5 image is built in memory, written to a temporary file, fsynced and renamed. Any failure
+    (a full disk, say) raises OSError and leaves an earlier file at `path` untouched."""
+    image = _image(arrays, meta)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value)
-            f.attrs["hpcrnn_checkpoint"] = FORMAT
-            f.attrs["meta"] = json.dumps(meta, sort_keys=True)
-            f.attrs["sha256"] = _digest(arrays, meta)
-            f.flush()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "wb") as handle:
+            handle.write(image)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _image(arrays, meta):
+    import io
+    import h5py
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+        f.attrs["hpcrnn_checkpoint"] = FORMAT
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+        f.attrs["sha256"] = _digest(arrays, meta)
+    return buffer.getvalue()
 
 
 def _fsync_dir(path):

@@ -25,7 +25,10 @@ class Writer:
 
     def metrics(self, record):
         if self._file:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            try:
+                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            except OSError as exc:
+                raise OSError(f"cannot write metrics to {self._file.name}: {exc.strerror}") from None
 
     def progress(self, step, total, epoch, record, every):
         if not self.active or self.progress_mode == "none":

@@ -124,34 +124,46 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self, stop=None):
-        c, w = self.config, self.writer
         stop = stop or StopSignal()
         t_start = time.perf_counter()
-        while self.epoch < c.train.epochs and self.step < self.total_steps:
-            for batch in self.loader.epoch(self.epoch, start_step=self.step_in_epoch):
-                record, stop_now = self.train_step(batch, float(stop.received != 0))
-                self.step += 1
-                self.step_in_epoch += 1
-                self.last_loss = record["loss"]
-                for key in self.totals:
-                    self.totals[key] += record[key]
-                w.metrics(record)
-                w.progress(self.step_in_epoch, self.steps_per_epoch, self.epoch, record, c.train.log_every)
-                if stop_now:
-                    path = self.save_checkpoint()
-                    raise Preempted(self.step, path)
-                if c.checkpoint.every_steps and self.step % c.checkpoint.every_steps == 0:
-                    self.save_checkpoint()
-                if self.step >= self.total_steps:
-                    break
-            epoch_done = self.step_in_epoch >= self.steps_per_epoch
-            if epoch_done:
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            self.log_eval()
-            if epoch_done and c.checkpoint.every_epochs and self.epoch % c.checkpoint.every_epochs == 0:
-                self.save_checkpoint()
-        self.loader.close()
+        try:
+            self.run_epochs(stop)
+        finally:
+            self.loader.close()
         return self.summary(time.perf_counter() - t_start)
+
+    def run_epochs(self, stop):
+        c, w = self.config, self.writer
+        while self.epoch < c.train.epochs and self.step < self.total_steps:
+            batches = self.loader.epoch(self.epoch, start_step=self.step_in_epoch)
+            try:
+                for batch in batches:
+                    record, stop_now = self.train_step(batch, float(stop.received != 0))
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    self.last_loss = record["loss"]
+                    for key in self.totals:
+                        self.totals[key] += record[key]
+                    w.metrics(record)
+                    w.progress(self.step_in_epoch, self.steps_per_epoch, self.epoch, record, c.train.log_every)
+                    if stop_now:
+                        raise Preempted(self.step, self.save_checkpoint())
+                    if c.checkpoint.every_steps and self.step % c.checkpoint.every_steps == 0:
+                        self.save_checkpoint()
+                    if self.step >= self.total_steps:
+                        break
+            finally:
+                batches.close()
+            self.end_epoch()
+
+    def end_epoch(self):
+        c = self.config
+        epoch_done = self.step_in_epoch >= self.steps_per_epoch
+        if epoch_done:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.log_eval()
+        if epoch_done and c.checkpoint.every_epochs and self.epoch % c.checkpoint.every_epochs == 0:
+            self.save_checkpoint()
 
     def log_eval(self):
         if self.splits["val"][1] <= self.splits["val"][0]:
@@ -189,7 +201,7 @@ class Trainer:
 
     def checkpoint_meta(self):
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "optimizer_steps": self.optimizer.steps, "skipped": self.skipped,
+                "optimizer_steps": self.optimizer.steps, "skipped": self.skipped, "last_loss": self.last_loss,
                 "world_size": self.comm.size, "model": model_meta(self.model, self.loss),
                 "config_toml": to_toml(self.config), "data_path": self.info.path, "versions": versions(),
                 "rng": {"seed": self.config.train.seed, "epoch": self.epoch}}
@@ -200,7 +212,7 @@ class Trainer:
         optim = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
         self.optimizer.load_state(optim, meta["optimizer_steps"])
         self.step, self.epoch, self.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
-        self.skipped = meta.get("skipped", 0)
+        self.skipped, self.last_loss = meta["skipped"], meta["last_loss"]
 
     def summary(self, wall):
         return {"final_loss": self.last_loss, "steps": self.step, "epochs": self.epoch, "skipped_steps": self.skipped,
