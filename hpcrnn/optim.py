@@ -45,31 +45,37 @@ class Optimizer:
             self.state["exp_avg_sq"] = np.zeros_like(params)
         self._work = np.empty_like(params)
 
-    def step(self, params, grads, lr):
-        """Updates `params` in place from `grads` (may be modified)."""
+    def step(self, params, grads, lr, scale=1.0):
+        """Updates `params` in place from `scale * grads` (`grads` may be modified). Folding the scale (the
+        1/global-count of the gradient sum, times the clipping factor) into the update saves a pass."""
         self.steps += 1
+        if self.weight_decay and self.name != "adamw" and scale != 1.0:
+            grads *= scale
+            scale = 1.0
         if self.name == "sgd":
-            self._sgd(params, grads, lr)
+            self._sgd(params, grads, lr, scale)
         else:
-            self._adam(params, grads, lr)
+            self._adam(params, grads, lr, scale)
 
-    def _sgd(self, params, grads, lr):
+    def _sgd(self, params, grads, lr, scale):
         if self.weight_decay:
             grads += self.weight_decay * params
         if self.momentum > 0:
             buf = self.state["momentum"]
             if self.steps == 1:
-                buf[:] = grads
+                np.multiply(grads, scale, out=buf)
             else:
                 buf *= self.momentum
-                buf += grads
+                buf += scale * grads
             if self.nesterov:
+                grads *= scale
                 grads += self.momentum * buf
             else:
                 grads = buf
-        params -= lr * grads
+            scale = 1.0
+        params -= (lr * scale) * grads
 
-    def _adam(self, params, grads, lr):
+    def _adam(self, params, grads, lr, scale):
         b1, b2, t = self.beta1, self.beta2, self.steps
         if self.name == "adamw" and self.weight_decay:
             params *= 1 - lr * self.weight_decay
@@ -77,10 +83,10 @@ class Optimizer:
             grads += self.weight_decay * params
         m, v, work = self.state["exp_avg"], self.state["exp_avg_sq"], self._work
         m *= b1
-        m += (1 - b1) * grads
+        m += ((1 - b1) * scale) * grads
         v *= b2
         np.multiply(grads, grads, out=work)
-        work *= 1 - b2
+        work *= (1 - b2) * scale * scale
         v += work
         np.sqrt(v, out=work)
         work /= math.sqrt(1 - b2 ** t)

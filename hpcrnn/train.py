@@ -96,17 +96,14 @@ class Trainer:
         t_comm = mpi.allreduce_sum(self.comm, self.buffer, c.train.comm_timeout_s)
         t2 = time.perf_counter()
         count = max(float(self.extras[1]), 1.0)
-        self.grad /= count
-        sq_norm = float(np.dot(self.grad, self.grad))
+        sq_norm = float(np.dot(self.grad, self.grad)) / (count * count)   # the gradient is grad / count
         loss = float(self.extras[0]) / count
         lr = learning_rate(self.step, c.optim.lr, self.total_steps, c.schedule.name, c.schedule.warmup_steps,
                            c.schedule.step_size, c.schedule.gamma, c.schedule.min_lr)
         finite = self.extras[2] == 0 and math.isfinite(sq_norm)
         if finite:
-            factor = clip_factor(sq_norm, c.optim.clip_norm)
-            if factor < 1.0:
-                self.grad *= factor
-            self.optimizer.step(model.params, self.grad, lr)
+            scale = clip_factor(sq_norm, c.optim.clip_norm) / count
+            self.optimizer.step(model.params, self.grad, lr, scale)
         elif c.train.nonfinite == "stop":
             raise FloatingPointError(f"non-finite loss or gradient at step {self.step} (train.nonfinite = 'stop')")
         else:

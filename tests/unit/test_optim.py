@@ -43,6 +43,21 @@ def test_matches_torch_optim(name, kw):
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name, kw", [
+    ("sgd", dict()), ("sgd", dict(momentum=0.9)), ("sgd", dict(momentum=0.9, nesterov=True, weight_decay=0.1)),
+    ("adam", dict()), ("adam", dict(weight_decay=0.1)), ("adamw", dict(weight_decay=0.1)),
+])
+def test_scale_is_the_same_as_scaled_gradients(name, kw):
+    rng = np.random.default_rng(1)
+    p0, grads = rng.standard_normal(30), [rng.standard_normal(30) for _ in range(4)]
+    folded, explicit = p0.copy(), p0.copy()
+    a, b = Optimizer(name, folded, **kw), Optimizer(name, explicit, **kw)
+    for g in grads:
+        a.step(folded, g.copy(), 0.1, scale=0.25)
+        b.step(explicit, g * 0.25, 0.1)
+    np.testing.assert_allclose(folded, explicit, rtol=1e-13, atol=1e-15)
+
+
 def test_schedules():
     assert learning_rate(0, 1.0, 100, warmup_steps=4) == 0.25
     assert learning_rate(3, 1.0, 100, warmup_steps=4) == 1.0

@@ -1,0 +1,105 @@
+"""Gradient exchange benchmark: hpcrnn's fused exchange (one buffer of gradients + loss/count/flags and the
+stall-inspector's polled non-blocking Allreduce; the divide by the global count is folded into the
+optimizer update) against a raw blocking
+`Allreduce` of the same number of bytes; then weak-scaling efficiency of real training steps, P ranks vs 1.
+
+Run:  mpiexec -n 2 .venv/bin/python bench/allreduce.py [--params 1000000] [--repeats 200]
+Prints medians and ratios measured in this one run (rank 0)."""
+import argparse
+import os
+import statistics
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np
+from mpi4py import MPI
+
+from hpcrnn import comm as mpi
+from hpcrnn.train import EXTRAS
+
+
+def time_raw(comm, buf, repeats):
+    times = []
+    for _ in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_fused(comm, num_params, repeats, timeout_s):
+    buf, grad, extras = mpi.fused_buffer(num_params, EXTRAS, np.float32)
+    times = []
+    for _ in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        extras[:] = (1.0, 8.0, 0.0, 0.0)
+        mpi.allreduce_sum(comm, buf, timeout_s)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def exchange(comm, num_params, repeats):
+    raw_buf = np.zeros(num_params + EXTRAS, dtype=np.float32)
+    rows = []
+    for _ in range(3):   # interleave to share the machine's noise
+        rows.append((time_raw(comm, raw_buf, repeats), time_fused(comm, num_params, repeats, 600.0),
+                     time_fused(comm, num_params, repeats, 0.0)))
+    raw = statistics.median(t for r in rows for t in r[0])
+    polled = statistics.median(t for r in rows for t in r[1])
+    blocking = statistics.median(t for r in rows for t in r[2])
+    return raw, polled, blocking
+
+
+def step_time(comm, batch_per_rank, steps):
+    """Median seconds of a real training step (lstm, H=128) with `batch_per_rank` samples on each rank."""
+    from hpcrnn.model import Model
+    model = Model(cell="lstm", input_size=16, hidden_size=128, num_layers=1, output_size=1, head="last",
+                  dtype=np.float32, seed=0)
+    rng = np.random.default_rng(comm.rank)
+    x = rng.standard_normal((batch_per_rank, 50, 16)).astype(np.float32)
+    y = rng.standard_normal((batch_per_rank, 1)).astype(np.float32)
+    buf, grad, extras = mpi.fused_buffer(model.num_params, EXTRAS, np.float32)
+    times = []
+    for _ in range(steps):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        buf[:] = 0
+        extras[:2] = (model.forward_backward(x, y, grad), len(x))
+        mpi.allreduce_sum(comm, buf, 600.0)
+        model.params -= (1e-3 / extras[1]) * grad
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[2:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--batch-per-rank", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    world = MPI.COMM_WORLD
+    raw, polled, blocking = exchange(world, args.params, args.repeats)
+    t_one = step_time(MPI.COMM_SELF, args.batch_per_rank, args.steps) if world.rank == 0 else 0.0
+    world.Barrier()
+    t_all = step_time(world, args.batch_per_rank, args.steps)
+    t_one = world.bcast(t_one)
+    if world.rank == 0:
+        mb = (args.params + EXTRAS) * 4 / 2**20
+        print(f"ranks {world.size}; {args.params} float32 gradients + {EXTRAS} extras ({mb:.2f} MiB); "
+              f"{args.repeats}x3 interleaved repeats; medians")
+        print("| exchange | ms | ratio to raw Allreduce |\n|---|---|---|")
+        print(f"| raw MPI Allreduce (blocking) | {raw * 1e3:.3f} | 1.00 |")
+        print(f"| hpcrnn fused, stall inspector on (polled Iallreduce) | {polled * 1e3:.3f} | {polled / raw:.2f} |")
+        print(f"| hpcrnn fused, stall inspector off (blocking) | {blocking * 1e3:.3f} | {blocking / raw:.2f} |")
+        print(f"\nweak scaling, lstm H=128 T=50 F=16, {args.batch_per_rank} samples per rank per step:")
+        print(f"| ranks | ms/step | efficiency |\n|---|---|---|\n| 1 | {t_one * 1e3:.2f} | 1.00 |")
+        print(f"| {world.size} | {t_all * 1e3:.2f} | {t_one / t_all:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

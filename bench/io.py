@@ -1,0 +1,115 @@
+"""Loader throughput against a plain h5py read of the same bytes: median MB/s of repeats, side by side.
+
+Run serially (`python bench/io.py`) or under `mpiexec.mpich -n 2 .venv/bin/python bench/io.py`; rates are
+aggregate over ranks (bytes of every rank / slowest rank's time). The file is written once by rank 0."""
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import h5py
+import numpy as np
+
+from hpcrnn.data.loader import BatchLoader
+from hpcrnn.data.parallel import chunk_rows
+from hpcrnn.data.schema import open_dataset
+from hpcrnn.data.shard import blockdist
+
+
+def make_file(path, samples, length, features):
+    with h5py.File(path, "w") as handle:
+        handle.attrs["hpcrnn_schema"] = np.int64(1)
+        rows = chunk_rows(length * features * 4, samples)
+        inputs = handle.create_dataset("inputs", (samples, length, features), "f4", chunks=(rows, length, features))
+        targets = handle.create_dataset("targets", (samples, 1), "f4", chunks=(chunk_rows(4, samples), 1))
+        rng = np.random.default_rng(0)
+        for first in range(0, samples, rows):
+            count = min(rows, samples - first)
+            inputs[first:first + count] = rng.standard_normal((count, length, features), dtype=np.float32)
+            targets[first:first + count] = rng.standard_normal((count, 1), dtype=np.float32)
+
+
+def raw_read(path, comm, buffer_mb):
+    """Seconds and bytes for this rank reading its contiguous block of every dataset in buffer-sized slices."""
+    size, rank = (comm.size, comm.rank) if comm else (1, 0)
+    start_time, total = time.perf_counter(), 0
+    with h5py.File(path, "r") as handle:
+        for name in ("inputs", "targets"):
+            dset = handle[name]
+            count, start = blockdist(dset.shape[0], size, rank)
+            row = dset.dtype.itemsize * int(np.prod(dset.shape[1:]))
+            step = max(1, int(buffer_mb * 2**20 / 2) // row)
+            for first in range(start, start + count, step):
+                total += dset[first:min(first + step, start + count)].nbytes
+    return time.perf_counter() - start_time, total
+
+
+def loader_read(path, comm, buffer_mb, batch, shuffle, epoch, collective=None, prefetch=True):
+    info = open_dataset(path, comm=comm, check_finite=False)
+    loader = BatchLoader(info, (0, info.num_samples), batch, comm=comm, seed=0, shuffle=shuffle, buffer_mb=buffer_mb,
+                         collective=collective, prefetch=prefetch)
+    start_time, total = time.perf_counter(), 0
+    for item in loader.epoch(epoch):
+        total += item.x.nbytes + item.y.nbytes
+    seconds = time.perf_counter() - start_time
+    loader.close()
+    return seconds, total
+
+
+def aggregate(comm, seconds, nbytes):
+    if comm is not None and comm.size > 1:
+        from mpi4py import MPI
+        seconds = comm.allreduce(seconds, op=MPI.MAX)
+        nbytes = comm.allreduce(nbytes, op=MPI.SUM)
+    return nbytes / seconds / 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=40000)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--features", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--buffer-mb", type=float, default=64.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--file", default="", help="existing schema v1 windows file (else a temporary one)")
+    args = parser.parse_args()
+    comm = None
+    if "PMI_RANK" in os.environ:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    rank = comm.rank if comm else 0
+    folder = tempfile.mkdtemp(prefix="hpcrnn-bench-") if rank == 0 and not args.file else None
+    path = args.file or os.path.join(folder, "bench.h5") if rank == 0 else None
+    if rank == 0 and not args.file:
+        make_file(path, args.samples, args.length, args.features)
+    path = comm.bcast(path) if comm else path
+    cases = {"raw h5py": lambda r: raw_read(path, comm, args.buffer_mb),
+             "loader shuffled": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r),
+             "loader in order": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, False, r)}
+    cases["shuffled, no prefetch"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r,
+                                                           prefetch=False)
+    if comm is not None and comm.size > 1 and h5py.get_config().mpi:
+        cases["shuffled, collective"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r, True)
+    rates = {name: [] for name in cases}
+    for repeat in range(args.repeats + 1):                     # the first round warms the page cache
+        for name, case in cases.items():
+            rate = aggregate(comm, *case(repeat))
+            if repeat:
+                rates[name].append(rate)
+    if rank == 0:
+        size_mb = os.path.getsize(path) / 2**20
+        print(f"file {size_mb:.0f} MiB, {args.samples} x {args.length} x {args.features} float32, batch {args.batch}, "
+              f"buffer {args.buffer_mb:g} MiB, {comm.size if comm else 1} rank(s), median of {args.repeats}")
+        raw = statistics.median(rates["raw h5py"])
+        for name, values in rates.items():
+            median = statistics.median(values)
+            print(f"  {name:22s} {median:9.1f} MB/s   ratio to raw {median / raw:5.2f}")
+        if folder:
+            os.remove(path)
+            os.rmdir(folder)
+
+
+if __name__ == "__main__":
+    main()

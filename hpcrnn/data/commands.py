@@ -1,0 +1,95 @@
+"""The `synth` and `prepare` subcommands: argparse flags and runners for hpcrnn/cli.py, plus a standalone
+`python -m hpcrnn.data.commands {synth,prepare} ...` that prints a one-line error and exits 1 on failure."""
+import argparse
+import os
+import sys
+
+from hpcrnn.errors import HpcrnnError
+
+
+def add_synth_args(parser):
+    parser.add_argument("--kind", required=True, choices=("mackey-glass", "lorenz96", "sines"))
+    parser.add_argument("--sequences", type=int, required=True,
+                        help="windows form: samples N; series form: segments of --length rows, back to back")
+    parser.add_argument("--length", type=int, required=True, help="time steps T per sequence")
+    parser.add_argument("--features", type=int, required=True, help="features F per time step")
+    parser.add_argument("--out", required=True, help="output HDF5 file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--horizon", type=int, default=1,
+                        help="regression target: the next K values of feature 0 after each sequence")
+    parser.add_argument("--classes", type=int, default=0, help="sines only: C classes by frequency (/labels)")
+    parser.add_argument("--form", choices=("windows", "series"), default="windows")
+    parser.add_argument("--lookback", type=int, default=0, help="series form: window length (0 = min(32, T/2))")
+    return parser
+
+
+def run_synth(args, comm=None):
+    """Writes the synthetic file; returns a one-line summary (the caller prints it on rank 0)."""
+    from hpcrnn.data.synth import SynthSpec, write
+    spec = SynthSpec(kind=args.kind, sequences=args.sequences, length=args.length, features=args.features,
+                     out=args.out, seed=args.seed, horizon=args.horizon, classes=args.classes, form=args.form,
+                     lookback=args.lookback)
+    path = write(spec, comm)
+    return f"wrote {path}: {spec.kind}, {spec.form} form, {spec.sequences} x {spec.length} x {spec.features}"
+
+
+def _names(text):
+    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
+
+
+def add_prepare_args(parser):
+    parser.add_argument("--input", required=True, help="a .csv (header line), .npy or .npz file")
+    parser.add_argument("--out", required=True, help="output HDF5 file")
+    parser.add_argument("--lookback", type=int, default=32, help="series form: window length L")
+    parser.add_argument("--horizon", type=int, default=1, help="series form: rows predicted K")
+    parser.add_argument("--stride", type=int, default=1, help="series form: rows between window starts")
+    parser.add_argument("--target-columns", default="", help="series form: comma-separated names or indices "
+                        "(default: the first column)")
+    parser.add_argument("--columns", default="", help="CSV: comma-separated names or indices to keep")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--test-fraction", type=float, default=0.0)
+    parser.add_argument("--gap", type=int, default=-1, help="samples left out before val and test "
+                        "(-1: series form ceil((L+K)/stride)-1, so no val window shares a row with train)")
+    parser.add_argument("--no-normalize", action="store_true", help="keep the raw values (no /stats)")
+    return parser
+
+
+def run_prepare(args, comm=None):
+    """Converts the input; returns a one-line summary (the caller prints it on rank 0)."""
+    from hpcrnn.data.prepare import PrepareSpec, prepare
+    from hpcrnn.data.schema import describe
+    spec = PrepareSpec(input=args.input, out=args.out, lookback=args.lookback, horizon=args.horizon,
+                       stride=args.stride, target_columns=_names(args.target_columns), columns=_names(args.columns),
+                       val_fraction=args.val_fraction, test_fraction=args.test_fraction, gap=args.gap,
+                       normalize=not args.no_normalize)
+    path = prepare(spec, comm)
+    info = describe(path)
+    splits = ", ".join(f"{name} {start}:{stop}" for name, (start, stop) in info.splits.items())
+    return f"wrote {path}: {info.form} form, {info.num_samples} samples, {splits}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m hpcrnn.data.commands")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_synth_args(commands.add_parser("synth"))
+    add_prepare_args(commands.add_parser("prepare"))
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    comm = None
+    if "PMI_RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    try:
+        summary = (run_synth if args.command == "synth" else run_prepare)(args, comm)
+    except HpcrnnError as error:
+        if args.debug:
+            raise
+        sys.stderr.write(f"hpcrnn {args.command}: error: {error}\n")
+        return 1
+    if comm is None or comm.Get_rank() == 0:
+        print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

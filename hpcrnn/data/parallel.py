@@ -1,0 +1,150 @@
+"""HDF5 access shared by the data package: opening (serial or mpio), hyperslab-union reads and writes of row
+ranges (collective or independent, with empty selections that never hang), chunk sizing, and agreement
+of every rank on an error. comm=None means serial; mpi4py is imported only when a communicator is given."""
+import h5py
+import numpy as np
+
+from hpcrnn.errors import DataError
+
+CHUNK_TARGET_BYTES = 2 << 20
+
+
+def size_of(comm):
+    return 1 if comm is None else comm.Get_size()
+
+
+def rank_of(comm):
+    return 0 if comm is None else comm.Get_rank()
+
+
+def mpio_available(comm):
+    """True when reads/writes through comm can use the mpio driver (more than one rank, h5py with MPI)."""
+    return size_of(comm) > 1 and h5py.get_config().mpi
+
+
+def agree(comm, message):
+    """Every rank raises DataError(first message found, lowest rank first) when any rank has one.
+
+    Call it at the same point on every rank; `message` is None where that rank found nothing wrong."""
+    if size_of(comm) > 1:
+        messages = comm.allgather(message)
+        message = next((m for m in messages if m), None)
+    if message:
+        raise DataError(message)
+
+
+def attempt(path, function, *args, **kwargs):
+    """Calls function; returns (value, None), or (None, one-line message naming path) if it raised DataError
+    or a read error (OSError and the like), so that the caller can agree() on it with the other ranks."""
+    try:
+        return function(*args, **kwargs), None
+    except DataError as error:
+        return None, str(error)
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        text = " ".join(str(error).split())
+        return None, f"{path}: cannot be read, truncated or corrupt ({type(error).__name__}: {text})"
+
+
+def open_file(path, comm=None, mode="r", collective=True):
+    """Opens path with the mpio driver on a duplicate of comm (when available and collective), else with the
+    default driver. Returns (file, dup_comm or None); the caller frees dup_comm after closing the file."""
+    if collective and mpio_available(comm):
+        dup = comm.Dup()
+        return h5py.File(path, mode, driver="mpio", comm=dup), dup
+    return h5py.File(path, mode), None
+
+
+def transfer_list(collective):
+    """A dataset transfer property list: collective MPI-IO when asked, else the default."""
+    dxpl = h5py.h5p.create(h5py.h5p.DATASET_XFER)
+    if collective:
+        dxpl.set_dxpl_mpio(h5py.h5fd.MPIO_COLLECTIVE)
+    return dxpl
+
+
+def _file_space(dset, starts, stops, column_slice=None):
+    """File dataspace selecting the union of row ranges (all of the other axes)."""
+    space = dset.id.get_space()
+    space.select_none()
+    rest = dset.shape[1:]
+    for start, stop in zip(starts, stops):
+        space.select_hyperslab((int(start),) + (0,) * len(rest), (int(stop - start),) + tuple(rest),
+                               op=h5py.h5s.SELECT_OR)
+    return space
+
+
+def calls_needed(ranges, comm=None):
+    """Read calls for `ranges` row ranges (one each); with comm, the maximum over its ranks, since
+    collective reads need the same number of calls on every rank."""
+    calls = int(ranges)
+    if size_of(comm) > 1:
+        from mpi4py import MPI
+        calls = comm.allreduce(calls, op=MPI.MAX)
+    return calls
+
+
+def _read_none(dset, dxpl, dtype):
+    """Takes part in a (collective) read with an empty selection."""
+    rest = tuple(dset.shape[1:])
+    file_space = dset.id.get_space()
+    file_space.select_none()
+    memory_space = h5py.h5s.create_simple((1,) + rest)
+    memory_space.select_none()
+    dset.id.read(memory_space, file_space, np.empty((1,) + rest, dtype=dtype), dxpl=dxpl)
+
+
+def read_ranges(dset, starts, stops, dxpl, dtype=None, calls=None):
+    """Reads the sorted, disjoint row ranges [starts[i], stops[i]) of dset into one array
+    [sum(stops - starts), *dset.shape[1:]], one read call per range: a single regular hyperslab keeps
+    HDF5 on its fast path, where a union of many is slow to build and to read (HDF5 1.10 iterates it in
+    pieces of one innermost row). `calls` beyond the ranges take part with an empty selection, so collective
+    reads stay matched across ranks (an empty h5py selection would skip the call and hang the others)."""
+    rest = tuple(dset.shape[1:])
+    dtype = np.dtype(dtype or dset.dtype)
+    counts = np.asarray(stops, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
+    out = np.empty((int(counts.sum()),) + rest, dtype=dtype)
+    file_space = dset.id.get_space()
+    position = 0
+    for start, count in zip(np.asarray(starts).tolist(), counts.tolist()):
+        target = out[position:position + count]
+        file_space.select_hyperslab((start,) + (0,) * len(rest), (count,) + rest)
+        dset.id.read(h5py.h5s.create_simple(target.shape), file_space, target, dxpl=dxpl)
+        position += count
+    for _ in range(len(counts), calls or 0):
+        _read_none(dset, dxpl, dtype)
+    return out
+
+
+def write_rows(dset, start, array, dxpl):
+    """Writes array into rows [start, start+len(array)) of dset; with zero rows it takes part in a
+    collective write with a none-selection."""
+    array = np.ascontiguousarray(array, dtype=dset.dtype)
+    rest = tuple(dset.shape[1:])
+    if len(array) == 0:
+        file_space = dset.id.get_space()
+        file_space.select_none()
+        memory_space = h5py.h5s.create_simple((1,) + rest)
+        memory_space.select_none()
+        dset.id.write(memory_space, file_space, np.zeros((1,) + rest, dtype=dset.dtype), dxpl=dxpl)
+        return
+    memory_space = h5py.h5s.create_simple(array.shape)
+    dset.id.write(memory_space, _file_space(dset, [start], [start + len(array)]), array, dxpl=dxpl)
+
+
+def chunk_rows(row_bytes, rows, target_bytes=CHUNK_TARGET_BYTES):
+    """Rows per chunk for a dataset chunked along its first axis in pieces of about target_bytes."""
+    return int(max(1, min(max(rows, 1), target_bytes // max(int(row_bytes), 1))))
+
+
+def chunk_length(dset, default_bytes=CHUNK_TARGET_BYTES):
+    """Rows per chunk of dset along axis 0 (for a contiguous dataset: rows of about default_bytes)."""
+    if dset.chunks is not None:
+        return int(dset.chunks[0])
+    row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+    return chunk_rows(row_bytes, dset.shape[0], default_bytes)
+
+
+def thread_multiple():
+    """True when MPI was initialised with MPI_THREAD_MULTIPLE."""
+    from mpi4py import MPI
+    return MPI.Query_thread() == MPI.THREAD_MULTIPLE

@@ -1,0 +1,195 @@
+"""`hpcrnn prepare`: converts CSV/.npy/.npz into a schema v1 file (series or windows form) with chronological
+train/val/test splits, a gap between them, and inputs normalised by statistics of the training split only
+(stored in /stats). Works block by block, so memory stays bounded; rank 0 does the work under MPI."""
+import math
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from hpcrnn.data import readers
+from hpcrnn.data.parallel import agree, attempt, chunk_rows, rank_of
+from hpcrnn.data.schema import describe
+from hpcrnn.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    input: str
+    out: str
+    lookback: int = 32
+    horizon: int = 1
+    stride: int = 1
+    target_columns: tuple = ()     # names or indices (series form); () = the first column
+    columns: tuple = ()            # CSV: names or indices of the columns to keep; () = all
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    gap: int = -1                  # samples left out before val and before test; -1 = automatic
+    normalize: bool = True
+
+    def validate(self):
+        if min(self.lookback, self.horizon, self.stride) < 1:
+            raise ConfigError("--lookback, --horizon and --stride must be >= 1")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError("--val-fraction and --test-fraction must be in [0, 1) with a sum below 1")
+
+
+def prepare(spec, comm=None):
+    """Writes spec.out from spec.input; rank 0 converts, every rank raises the same error on failure."""
+    spec.validate()
+    message = attempt(spec.input, _prepare, spec)[1] if rank_of(comm) == 0 else None
+    agree(comm, message)
+    return os.path.abspath(spec.out)
+
+
+def _resolve(wanted, names, what, path):
+    """Column indices from names or integers (as strings) against the header names."""
+    indices = []
+    for item in wanted:
+        item = str(item).strip()
+        if item in names:
+            indices.append(names.index(item))
+        elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
+            indices.append(int(item))
+        else:
+            raise DataError(f"{path}: {what} {item!r} is not a column (columns: {', '.join(names)})")
+    return indices
+
+
+def _prepare(spec):
+    if not os.path.isfile(spec.input):
+        raise DataError(f"{spec.input}: no such file")
+    columns = None
+    if spec.input.lower().endswith(".csv"):
+        names, _ = readers.csv_header(spec.input)
+        columns = _resolve(spec.columns, names, "--columns entry", spec.input) if spec.columns else None
+    elif spec.columns:
+        raise ConfigError("--columns applies to CSV input only")
+    sources, names = readers.open_input(spec.input, columns)
+    if names and columns is not None:
+        names = [names[i] for i in columns]
+    if "series" in sources:
+        _write_series(spec, sources["series"], names)
+    elif "inputs" in sources and ("targets" in sources or "labels" in sources):
+        _write_windows(spec, sources)
+    else:
+        raise DataError(f"{spec.input}: expected a 2-D series, or 'inputs' with 'targets' or 'labels' "
+                        f"(found {', '.join(sorted(sources)) or 'nothing'})")
+    describe(spec.out)
+
+
+def chronological_splits(count, val_fraction, test_fraction, gap, path):
+    """{'train', 'val', 'test'} (start, stop) in sample order: train, gap, val, gap, test."""
+    test = int(math.floor(count * test_fraction))
+    val = int(math.floor(count * val_fraction))
+    train = count - test - val - (gap if test else 0) - (gap if val else 0)
+    if train < 1:
+        raise DataError(f"{path}: {count} samples are too few for val {val_fraction}, test {test_fraction} "
+                        f"and a gap of {gap}")
+    val_start = train + (gap if val else 0)
+    return {"train": (0, train), "val": (val_start, val_start + val), "test": (count - test, count)}
+
+
+def _copy(source, dset, first=0):
+    """Copies the source's blocks into dset from row `first`; returns rows written."""
+    position = first
+    for block in source.blocks():
+        dset[position:position + len(block)] = block
+        position += len(block)
+    return position - first
+
+
+def _create_output(path):
+    try:
+        handle = h5py.File(path, "w")
+    except OSError as error:
+        raise DataError(f"{path}: cannot be created ({error})") from None
+    handle.attrs["hpcrnn_schema"] = np.int64(1)
+    return handle
+
+
+def _moments(dset, stop, lengths=None):
+    """Per-feature mean and std over rows [0, stop) of dset (last axis = features), block by block."""
+    features = dset.shape[-1]
+    total, sums, squares = 0.0, np.zeros(features), np.zeros(features)
+    step = readers.rows_per_block(dset.shape, np.float64)
+    shift = np.asarray(dset[0], dtype=np.float64).reshape(-1, features)[0]   # for a stable variance
+    for first in range(0, stop, step):
+        block = np.asarray(dset[first:min(stop, first + step)], dtype=np.float64) - shift
+        if lengths is not None:
+            mask = np.arange(block.shape[1])[None, :] < lengths[first:first + len(block), None]
+            block = block[mask]
+        block = block.reshape(-1, features)
+        total += len(block)
+        sums += block.sum(axis=0)
+        squares += (block * block).sum(axis=0)
+    mean = sums / max(total, 1.0)
+    std = np.sqrt(np.maximum(squares / max(total, 1.0) - mean * mean, 0.0))
+    return mean + shift, np.where(std > 0, std, 1.0)
+
+
+def _normalise(handle, dset, mean, std):
+    """dset = (dset - mean) / std in place, block by block; stores /stats/mean and /stats/std."""
+    step = readers.rows_per_block(dset.shape, np.float64)
+    for first in range(0, dset.shape[0], step):
+        block = dset[first:first + step].astype(np.float64)
+        dset[first:first + step] = ((block - mean) / std).astype(dset.dtype)
+    handle.create_dataset("stats/mean", data=mean.astype(np.float32))
+    handle.create_dataset("stats/std", data=std.astype(np.float32))
+    handle["stats"].attrs["note"] = "inputs are stored normalised: x = (raw - mean) / std, train split only"
+
+
+def _write_series(spec, source, names):
+    rows, features = source.shape
+    targets = (_resolve(spec.target_columns, names or [str(i) for i in range(features)], "--target-columns",
+                        spec.input) if spec.target_columns else [0])
+    if spec.lookback + spec.horizon > rows:
+        raise DataError(f"{spec.input}: {rows} rows, fewer than lookback + horizon = {spec.lookback + spec.horizon}")
+    windows = (rows - spec.lookback - spec.horizon) // spec.stride + 1
+    gap = spec.gap if spec.gap >= 0 else max(0, math.ceil((spec.lookback + spec.horizon) / spec.stride) - 1)
+    splits = chronological_splits(windows, spec.val_fraction, spec.test_fraction, gap, spec.input)
+    with _create_output(spec.out) as handle:
+        series = handle.create_dataset("series", (rows, features), dtype="f4",
+                                       chunks=(chunk_rows(features * 4, rows), features))
+        _copy(source, series)
+        for name, value in (("lookback", spec.lookback), ("horizon", spec.horizon), ("stride", spec.stride)):
+            series.attrs[name] = np.int64(value)
+        series.attrs["target_columns"] = np.asarray(targets, dtype=np.int64)
+        if names:
+            series.attrs["column_names"] = np.array(names, dtype=h5py.string_dtype())
+        _write_splits(handle, splits)
+        if spec.normalize:
+            train_rows = (splits["train"][1] - 1) * spec.stride + spec.lookback + spec.horizon
+            _normalise(handle, series, *_moments(series, train_rows))
+
+
+def _write_splits(handle, splits):
+    for name, (start, stop) in splits.items():
+        handle.attrs[f"split_{name}"] = np.array([start, stop], dtype=np.int64)
+
+
+def _write_windows(spec, sources):
+    inputs = sources["inputs"]
+    if len(inputs.shape) != 3:
+        raise DataError(f"{spec.input}: 'inputs' must be 3-D [N,T,F], found shape {inputs.shape}")
+    count, seq_len, features = inputs.shape
+    gap = max(spec.gap, 0)
+    splits = chronological_splits(count, spec.val_fraction, spec.test_fraction, gap, spec.input)
+    with _create_output(spec.out) as handle:
+        for name in ("inputs", "targets", "labels", "lengths"):
+            if name not in sources:
+                continue
+            source = sources[name]
+            if source.shape[0] != count:
+                raise DataError(f"{spec.input}: '{name}' has {source.shape[0]} samples but 'inputs' has {count}")
+            dtype = "i8" if name in ("labels", "lengths") else "f4"
+            row_bytes = 4 * int(np.prod(source.shape[1:], dtype=np.int64)) or 8
+            dset = handle.create_dataset(name, source.shape, dtype=dtype,
+                                         chunks=(chunk_rows(row_bytes, count),) + tuple(source.shape[1:]))
+            _copy(source, dset)
+        _write_splits(handle, splits)
+        if spec.normalize:
+            lengths = handle["lengths"][:] if "lengths" in handle else None
+            _normalise(handle, handle["inputs"], *_moments(handle["inputs"], splits["train"][1], lengths))

@@ -1,0 +1,139 @@
+"""The data pipeline under mpiexec (any number of ranks): agreement on bad files, collective reads, every
+sample once per epoch, an epoch order independent of the number of ranks, tiny data, parallel synth."""
+import hashlib
+import os
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcrnn.data import fixtures
+from hpcrnn.data.loader import BatchLoader, iterate_in_order
+from hpcrnn.data.schema import open_dataset
+from hpcrnn.data.synth import SynthSpec, write
+from hpcrnn.errors import DataError
+
+COMM = MPI.COMM_WORLD
+
+
+@pytest.fixture(scope="module")
+def folder():
+    path = COMM.bcast(tempfile.mkdtemp(prefix="hpcrnn-data-") if COMM.rank == 0 else None)
+    yield path
+    COMM.Barrier()
+    if COMM.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def on_rank_zero(function, *args, **kwargs):
+    """Runs function on rank 0 only (e.g. writing a fixture file); the others wait for it."""
+    if COMM.rank == 0:
+        function(*args, **kwargs)
+    COMM.Barrier()
+
+
+@pytest.fixture(scope="module")
+def windows(folder):
+    path = os.path.join(folder, "w.h5")
+    on_rank_zero(fixtures.write_windows, path, count=61, chunk=8, output="labels", lengths=True)
+    return open_dataset(path, comm=COMM)
+
+
+@pytest.mark.parametrize("name", ["truncated", "no_schema", "length_mismatch", "nan_inputs", "bad_lengths",
+                                  "nan_series"])
+def test_every_rank_raises_the_same_error(folder, name):
+    path = os.path.join(folder, f"{name}.h5")
+    on_rank_zero(fixtures.BAD_FILES[name][0], path)
+    with pytest.raises(DataError) as caught:
+        open_dataset(path, comm=COMM)
+    messages = COMM.allgather(str(caught.value))
+    assert len(set(messages)) == 1 and fixtures.BAD_FILES[name][1] in messages[0]
+
+
+def test_labels_agree_over_ranks(windows):
+    assert windows.num_classes == 3 and windows.has_lengths
+
+
+def gathered_epoch(info, split, batch_size, comm, **options):
+    loader = BatchLoader(info, split, batch_size, comm=comm, seed=3, buffer_mb=0.001, **options)
+    try:
+        steps = loader.steps_per_epoch
+        batches = list(loader.epoch(1))
+        return loader, steps, batches
+    finally:
+        loader.close()
+
+
+@pytest.mark.parametrize("prefetch,collective", [(True, True), (False, True), (True, None)])
+def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, collective):
+    split = (4, 58)
+    loader, steps, mine = gathered_epoch(windows, split, 10, COMM, prefetch=prefetch, collective=collective)
+    assert loader.collective == (bool(collective) and h5py.get_config().mpi and COMM.size > 1)
+    _, serial_steps, serial = gathered_epoch(windows, split, 10, None)
+    assert steps == serial_steps == len(mine) == 6
+    for batch, reference in zip(mine, serial):
+        parts = COMM.allgather(batch.indices)
+        assert np.array_equal(np.concatenate(parts), reference.indices)
+        assert batch.global_count == len(reference.indices)
+        assert np.array_equal(batch.x[:, 0, 0], batch.indices.astype(np.float32))
+        assert np.array_equal(batch.y, batch.indices % 3) and np.array_equal(batch.lengths, 1 + batch.indices % 4)
+    everything = np.concatenate(COMM.allgather(np.concatenate([b.indices for b in mine])))
+    assert sorted(everything.tolist()) == list(range(*split))
+
+
+def test_series_windows_under_collective_reads(folder):
+    path = os.path.join(folder, "s.h5")
+    on_rank_zero(fixtures.write_series, path, rows=150, lookback=6, horizon=3, stride=2, chunk=8)
+    info = open_dataset(path, comm=COMM)
+    _, _, mine = gathered_epoch(info, (0, info.num_samples), 7, COMM, collective=True)
+    for batch in mine:
+        starts = batch.indices * 2
+        assert np.array_equal(batch.x[:, :, 0], starts[:, None] + np.arange(6))
+        assert np.allclose(batch.y, starts[:, None] + 6 + np.arange(3) + 0.001)
+    total = COMM.allreduce(sum(len(b.x) for b in mine))
+    assert total == info.num_samples
+
+
+def test_tiny_split_and_batch_larger_than_data(windows):
+    _, steps, mine = gathered_epoch(windows, (20, 22), 8, COMM, collective=True)
+    assert steps == 1 and len(mine) == 1 and mine[0].global_count == 2
+    assert COMM.allreduce(len(mine[0].x)) == 2 and mine[0].x.shape[1:] == (4, 3)
+
+
+def test_leaving_an_epoch_early_does_not_hang(windows):
+    loader = BatchLoader(windows, (0, 61), 4, comm=COMM, seed=0, buffer_mb=0.0005, collective=True)
+    for step, _ in enumerate(loader.epoch(0)):
+        if step == 3:
+            break
+    assert sum(1 for _ in loader.epoch(1, start_step=10)) == loader.steps_per_epoch - 10
+    loader.close()
+
+
+def test_in_order_iteration_blocks(windows):
+    batches = list(iterate_in_order(windows, (5, 50), 4, comm=COMM, collective=True))
+    assert len(set(COMM.allgather(len(batches)))) == 1
+    mine = np.concatenate([b.indices for b in batches])
+    assert np.array_equal(np.concatenate(COMM.allgather(mine)), np.arange(5, 50))
+    assert all(np.array_equal(b.x[:, 0, 0], b.indices.astype(np.float32)) for b in batches)
+
+
+def digest(path):
+    sha = hashlib.sha256()
+    with h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            sha.update(name.encode() + handle[name][()].tobytes())
+    return sha.hexdigest()
+
+
+@pytest.mark.parametrize("form", ["windows", "series"])
+def test_synth_same_bytes_for_any_number_of_ranks(folder, monkeypatch, form):
+    monkeypatch.setattr("hpcrnn.data.synth.SLAB_BYTES", 20000)     # several collective slabs per rank
+    spec = dict(kind="mackey-glass", sequences=13, length=24, features=2, seed=5, horizon=2, form=form)
+    write(SynthSpec(out=os.path.join(folder, f"p_{form}.h5"), **spec), comm=COMM)
+    on_rank_zero(write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec))
+    if COMM.rank == 0:
+        assert digest(os.path.join(folder, f"p_{form}.h5")) == digest(os.path.join(folder, f"s_{form}.h5"))
+    assert open_dataset(os.path.join(folder, f"p_{form}.h5"), comm=COMM).form == form

@@ -1,0 +1,50 @@
+"""`synth` and `prepare` as commands under mpiexec: they finish, and a bad file ends every rank with a
+one-line error and a non-zero exit status promptly instead of a hang."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hpcrnn.data import fixtures
+
+MPIEXEC = shutil.which("mpiexec.mpich") or shutil.which("mpiexec.hydra")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="MPICH's mpiexec is not installed")
+OPEN = "import sys; from mpi4py import MPI; from hpcrnn.data.schema import open_dataset; " \
+       "print(f'<{open_dataset(sys.argv[1], comm=MPI.COMM_WORLD).num_samples}>', flush=True)"
+
+
+def launch(ranks, *arguments, timeout=90):
+    command = [MPIEXEC, "-n", str(ranks), sys.executable] + list(arguments)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_parallel_synth_command_writes_a_valid_file(tmp_path):
+    out = str(tmp_path / "mg.h5")
+    result = launch(2, "-m", "hpcrnn.data.commands", "synth", "--kind", "mackey-glass", "--sequences", "6",
+                    "--length", "30", "--features", "2", "--out", out, "--horizon", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("wrote") == 1                        # rank 0 prints the summary
+    result = launch(2, "-c", OPEN, out)
+    assert result.returncode == 0 and result.stdout.count("<6>") == 2
+
+
+@pytest.mark.parametrize("name", ["nan_inputs", "truncated"])
+def test_bad_file_stops_every_rank_promptly(tmp_path, name):
+    path = str(tmp_path / f"{name}.h5")
+    fixtures.BAD_FILES[name][0](path)
+    result = launch(2, "-c", OPEN, path, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.count(fixtures.BAD_FILES[name][1]) == 2     # both ranks raised the same error
+
+
+def test_prepare_error_is_one_line_and_non_zero(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n3,x\n")
+    result = launch(2, "-m", "hpcrnn.data.commands", "prepare", "--input", str(bad), "--out",
+                    str(tmp_path / "o.h5"), "--lookback", "1", timeout=60)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and all("bad.csv: unparsable value" in line for line in lines)
+    assert "Traceback" not in result.stderr
