@@ -1,0 +1,179 @@
+"""Shared kernel pieces: fast tanh/sigmoid, a strided BLAS GEMM callable from @njit code, and the
+input-projection / weight-gradient GEMMs that every cell runs once over all time steps.
+
+Legend: T = time steps, B = batch, I = layer input size, H = hidden size, G = gate count (GH = G*H rows).
+Arrays are row-major; a "2-D view" may be a column block of a wider buffer (rows contiguous, any row stride).
+"""
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+from numba.np.linalg import _BLAS, ensure_blas
+
+# fastmath lets LLVM reassociate and vectorise; error_model="numpy" drops the per-division zero check
+# that otherwise blocks vectorisation of every loop containing a division.
+JIT_OPTIONS = {"fastmath": True, "error_model": "numpy"}
+kernel = njit(cache=True, **JIT_OPTIONS)
+# numba's cache keys a kernel on ITS file only: after editing this module, delete the __pycache__/*.nbi/*.nbc
+# files of the cell modules (or set NUMBA_CACHE_DIR to a fresh folder) so they recompile.
+
+
+# ---- activations -----------------------------------------------------------------------------------
+def tanh(x):
+    """tanh: a rational approximation (~1e-7 relative, branch-free, vectorises) for float32, exact for float64."""
+    return np.tanh(x)
+
+
+def _tanh_f32(x):
+    # Eigen's float32 rational approximation (odd degree-13 / even degree-6); |error| <= a few ulp.
+    x = min(max(x, np.float32(-9.0)), np.float32(9.0))
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = x2 * p + np.float32(-8.60467152213735e-11)
+    p = x2 * p + np.float32(5.12229709037114e-08)
+    p = x2 * p + np.float32(1.48572235717979e-05)
+    p = x2 * p + np.float32(6.37261928875436e-04)
+    p = x2 * p + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = x2 * q + np.float32(2.26843463243900e-03)
+    q = x2 * q + np.float32(4.89352518554385e-03)
+    # Clamped: the reciprocal fastmath may use can overshoot 1 by an ulp, and |tanh| <= 1 keeps 1 - tanh^2 >= 0.
+    return min(max(x * p / q, np.float32(-1.0)), np.float32(1.0))
+
+
+@overload(tanh, jit_options=JIT_OPTIONS)
+def _tanh_overload(x):
+    if x == types.float32:
+        return _tanh_f32
+    return lambda x: np.tanh(x)
+
+
+def sigmoid(x):
+    """Logistic function as 0.5 + 0.5*tanh(x/2), so it shares tanh's fast float32 path."""
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+@overload(sigmoid, jit_options=JIT_OPTIONS)
+def _sigmoid_overload(x):
+    half = np.float32(0.5) if x == types.float32 else np.float64(0.5)
+
+    def impl(x):
+        return half + half * tanh(half * x)
+    return impl
+
+
+# ---- GEMM --------------------------------------------------------------------------------------------
+def gemm(C, A, B, trans_a, trans_b, beta):
+    """C = op(A) @ op(B) + beta*C, op = transpose where asked, beta 0 or 1 (scipy's BLAS sgemm/dgemm through
+    numba's own binding). 2-D views whose rows are contiguous, any row stride; C writable."""
+    op_a = A.T if trans_a else A
+    op_b = B.T if trans_b else B
+    C[...] = op_a @ op_b + beta * C
+
+
+@njit(inline="always")
+def _leading_dim(X):
+    rows, cols = X.shape
+    if cols > 1 and X.strides[1] != X.itemsize:
+        raise ValueError("gemm: rows of every operand must be contiguous")
+    return max(X.strides[0] // X.itemsize if rows > 1 else cols, cols, 1)
+
+
+@overload(gemm)
+def _gemm_overload(C, A, B, trans_a, trans_b, beta):
+    ensure_blas()  # numba's check, at compile time, that scipy's BLAS (which np.dot in @njit uses too) imports
+    xxgemm = _BLAS().numba_xxgemm(C.dtype)
+    kind = ord("s") if C.dtype == types.float32 else ord("d")
+    one_zero = np.array([1.0, 0.0], np.float32 if C.dtype == types.float32 else np.float64)  # a constant
+
+    def impl(C, A, B, trans_a, trans_b, beta):
+        m, n = C.shape
+        k = A.shape[0] if trans_a else A.shape[1]
+        if m == 0 or n == 0:
+            return
+        if beta != 0.0 and beta != 1.0:
+            raise ValueError("gemm: beta must be 0 or 1")
+        if k == 0:
+            C *= beta
+            return
+        # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands, keep the flags.
+        xxgemm(kind, ord("T") if trans_b else ord("N"), ord("T") if trans_a else ord("N"), n, m, k,
+               one_zero[:1].ctypes, B.ctypes, _leading_dim(B), A.ctypes, _leading_dim(A),
+               (one_zero[:1] if beta == 1.0 else one_zero[1:]).ctypes, C.ctypes, _leading_dim(C))
+    return impl
+
+
+# ---- whole-sequence GEMMs shared by the cells ---------------------------------------------------------
+@kernel
+def project_inputs(A, X, W_ih, b, b_extra):
+    """A[t*B+b] = W_ih @ X[t*B+b] + b (+ b_extra on the first len(b_extra) gate rows): one GEMM for all steps.
+    A [TB, GH] (may be a column block), X [TB, I], W_ih [GH, I], b [GH], b_extra [<=GH]."""
+    rows, width = A.shape
+    n_extra = b_extra.shape[0]
+    for r in range(rows):
+        a = A[r]
+        for j in range(width):
+            a[j] = b[j]
+        for j in range(n_extra):
+            a[j] += b_extra[j]
+    gemm(A, X, W_ih, False, True, 1.0)
+
+
+@kernel
+def add_weight_grads(dW, db, dG, Z):
+    """dW += dG^T @ Z and db += column sums of dG (skipped when db is empty).
+    dW [GH, K], db [GH] or [0], dG [TB, GH] (may be a column block), Z [TB, K]."""
+    gemm(dW, dG, Z, True, False, 1.0)
+    if db.shape[0] == 0:
+        return
+    rows, width = dG.shape
+    for r in range(rows):
+        g = dG[r]
+        for j in range(width):
+            db[j] += g[j]
+
+
+@kernel
+def freeze_row(h, h_prev):
+    """Forward of a step past a sequence's length: the state is carried unchanged. Rows [H]."""
+    for j in range(h.shape[0]):
+        h[j] = h_prev[j]
+
+
+@kernel
+def freeze_row_backward(dg, dh_prev, dh, dh_above):
+    """Backward of freeze_row: no gate gradient, the state's gradient passes straight through.
+    dg [GH] (zeroed), dh_prev [H] = dh + dh_above."""
+    for j in range(dg.shape[0]):
+        dg[j] = 0.0
+    for j in range(dh.shape[0]):
+        dh_prev[j] = dh[j] + dh_above[j]
+
+
+@kernel
+def layer_grads(dX, dW_ih, dW_hh, db_ih, db_hh, dG, X, H_prev, W_ih):
+    """After the BPTT loop, for cells whose every gate row sees x and h alike (lstm, rnn): ADDS dW_ih += dG^T X,
+    dW_hh += dG^T H_prev, db_ih (and db_hh when not empty) += column sums of dG, all from ONE GEMM
+    dG^T [X | H_prev | 1]; then dX += dG W_ih (skipped when dX has no rows).
+    dG [TB, GH], X [TB, I], H_prev [TB, H] (the state each step started from), dX [TB, I] or [0, I]."""
+    TB, I = X.shape
+    H, GH = H_prev.shape[1], dG.shape[1]
+    Z = np.empty((TB, I + H + 1), X.dtype)
+    for r in range(TB):
+        z, x, h = Z[r], X[r], H_prev[r]
+        for j in range(I):
+            z[j] = x[j]
+        for j in range(H):
+            z[I + j] = h[j]
+        z[I + H] = 1.0
+    dW = np.empty((GH, I + H + 1), X.dtype)
+    gemm(dW, dG, Z, True, False, 0.0)
+    for g in range(GH):
+        for j in range(I):
+            dW_ih[g, j] += dW[g, j]
+        for j in range(H):
+            dW_hh[g, j] += dW[g, I + j]
+        db_ih[g] += dW[g, I + H]
+        if db_hh.shape[0] > 0:
+            db_hh[g] += dW[g, I + H]
+    if dX.shape[0] > 0:
+        gemm(dX, dG, W_ih, False, False, 1.0)

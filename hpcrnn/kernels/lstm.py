@@ -1,0 +1,83 @@
+"""LSTM layer kernels with PyTorch nn.LSTM's equations and gate order (i, f, g, o): forward, then BPTT.
+
+Legend: T = time steps, B = batch, I = layer input size, H = hidden size, TB = T*B rows (time-major).
+  X [TB, I] layer input          Hs [T+1, B, H] states, Hs[0] = initial h     lengths [B] valid steps
+  Cs [T+1, B, H] cell states, Cs[0] = initial c
+  A [T, B, 4H] gates: pre-activations after the GEMMs, activations after the step
+  i, f, o = σ(W_i* x + b_i* + W_h* h + b_h*)   g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+  c' = f⊙c + i⊙g                              h' = o⊙tanh(c')
+Steps at or past a row's length leave its state unchanged (and pass its gradient straight through).
+"""
+import numpy as np
+
+from hpcrnn.kernels.common import (freeze_row, freeze_row_backward, gemm, kernel, layer_grads,
+                                   project_inputs, sigmoid, tanh)
+
+
+@kernel
+def _step(h, c, a, h_prev, c_prev):
+    """One row of one step. h, c [H] out; a [4H] pre-activations in, activations out; h_prev, c_prev [H]."""
+    H = h.shape[0]
+    for j in range(H):
+        i = sigmoid(a[j])
+        f = sigmoid(a[H + j])
+        g = tanh(a[2 * H + j])
+        o = sigmoid(a[3 * H + j])
+        a[j], a[H + j], a[2 * H + j], a[3 * H + j] = i, f, g, o
+        cj = f * c_prev[j] + i * g
+        c[j] = cj
+        h[j] = o * tanh(cj)
+
+
+@kernel
+def _step_backward(dg, dh_prev, dc, dh, dh_above, a, c, c_prev):
+    """dg [4H] gate pre-activation grads out; dh_prev [H] := 0 (the recurrent GEMM adds in);
+    dc [H] carry, gradient wrt c_t in, wrt c_{t-1} out; dh, dh_above [H] gradient wrt h_t (carry, from above)."""
+    H = dc.shape[0]
+    one = dc.dtype.type(1.0)
+    for j in range(H):
+        i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+        tc = tanh(c[j])
+        dht = dh[j] + dh_above[j]
+        dct = dc[j] + dht * o * (one - tc * tc)
+        dg[j] = dct * g * i * (one - i)
+        dg[H + j] = dct * c_prev[j] * f * (one - f)
+        dg[2 * H + j] = dct * i * (one - g * g)
+        dg[3 * H + j] = dht * tc * o * (one - o)
+        dc[j] = dct * f
+        dh_prev[j] = 0.0
+
+
+@kernel
+def forward(Hs, Cs, A, X, W_ih, W_hh, b_ih, b_hh, lengths):
+    """Runs all T steps. Hs, Cs, A out (Hs[0], Cs[0] preset by the caller); W_ih [4H, I], W_hh [4H, H]."""
+    T, B, GH = A.shape
+    project_inputs(A.reshape(T * B, GH), X, W_ih, b_ih, b_hh)
+    W_hh_T = np.ascontiguousarray(W_hh.T)  # [H, 4H]: BLAS runs small h @ W_hh^T products faster untransposed
+    for t in range(T):
+        gemm(A[t], Hs[t], W_hh_T, False, False, 1.0)
+        for b in range(B):
+            if t < lengths[b]:
+                _step(Hs[t + 1, b], Cs[t + 1, b], A[t, b], Hs[t, b], Cs[t, b])
+            else:
+                freeze_row(Hs[t + 1, b], Hs[t, b])
+                freeze_row(Cs[t + 1, b], Cs[t, b])
+
+
+@kernel
+def backward(dX, dW_ih, dW_hh, db_ih, db_hh, dG, dh, dh_prev, dc, dHs, Hs, Cs, A, X, W_ih, W_hh, lengths):
+    """BPTT, last step first. ADDS into dX [TB, I] (skipped when it has no rows), dW_ih, dW_hh, db_ih, db_hh.
+    dh [B, H]: gradient wrt the final h on entry, dc [B, H] wrt the final c; both are then overwritten, as are
+    the workspaces dh_prev [B, H] and dG [T, B, 4H]. dHs [T, B, H]: gradient reaching each step's h from above."""
+    T, B, GH = dG.shape
+    H = GH // 4
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            if t < lengths[b]:
+                _step_backward(dG[t, b], dh_prev[b], dc[b], dh[b], dHs[t, b], A[t, b], Cs[t + 1, b], Cs[t, b])
+            else:
+                freeze_row_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b])
+        gemm(dh_prev, dG[t], W_hh, False, False, 1.0)
+        dh, dh_prev = dh_prev, dh
+    layer_grads(dX, dW_ih, dW_hh, db_ih, db_hh, dG.reshape(T * B, GH), X,
+                Hs.reshape((T + 1) * B, H)[: T * B], W_ih)

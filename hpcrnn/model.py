@@ -1,0 +1,178 @@
+"""The Model: a stack of recurrent layers plus a linear head over ONE flat parameter buffer with named views,
+with PyTorch's parameter names, shapes, initialisation and loss definitions (see docs/kernels.md)."""
+from collections import OrderedDict
+
+import numpy as np
+
+from hpcrnn.kernels import CELLS, head, stack
+from hpcrnn.kernels.checks import check_batch, check_config, check_state
+
+_WORKSPACES_KEPT = 4  # (batch, steps) shapes whose buffers stay allocated (train + eval + a last partial batch)
+
+
+def parameter_layout(cell, input_size, hidden_size, num_layers, output_size):
+    """Ordered (name, shape) pairs: the keys and shapes of torch's rnn + nn.Linear head state_dict."""
+    spec, H = CELLS[cell], hidden_size
+    layout = []
+    for layer in range(num_layers):
+        inputs = input_size if layer == 0 else H
+        layout += [(f"rnn.weight_ih_l{layer}", (spec.gates * H, inputs)),
+                   (f"rnn.weight_hh_l{layer}", (spec.gates * H, H)),
+                   (f"rnn.bias_ih_l{layer}", (spec.gates * H,))]
+        if spec.bias_hh:
+            layout.append((f"rnn.bias_hh_l{layer}", (spec.gates * H,)))
+    return layout + [("head.weight", (output_size, H)), ("head.bias", (output_size,))]
+
+
+class Model:
+    """Recurrent network + head. Parameters live in `params` (flat, `dtype`); `views[name]` are views of it."""
+
+    def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_layers=1, output_size=1,
+                 head="last", dtype=np.float32, seed=0):
+        self.dtype = check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype)
+        self.cell, self.head = cell, head
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.num_layers, self.output_size = int(num_layers), int(output_size)
+        layout = parameter_layout(cell, self.input_size, self.hidden_size, self.num_layers, self.output_size)
+        self.names = [name for name, _ in layout]
+        self._shapes = OrderedDict(layout)
+        self.num_params = sum(int(np.prod(shape)) for shape in self._shapes.values())
+        self.params = np.zeros(self.num_params, self.dtype)
+        self.views = self.unflatten(self.params)
+        # PyTorch's defaults: every LSTM/GRU/RNN tensor and nn.Linear(H, O)'s weight and bias
+        # are U(-k, k) with k = 1/sqrt(H).
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self.params[...] = np.random.default_rng(seed).uniform(-bound, bound, self.num_params)
+        self._workspaces = OrderedDict()
+
+    # ---- parameters ------------------------------------------------------------------------------------
+    def unflatten(self, flat):
+        """Dict of views into `flat` (1-D, num_params long) with the state_dict keys and shapes."""
+        views, offset = {}, 0
+        for name, shape in self._shapes.items():
+            size = int(np.prod(shape))
+            views[name] = flat[offset:offset + size].reshape(shape)
+            offset += size
+        return views
+
+    def flat_grad_buffer(self):
+        """A new zeroed flat array with the layout of `params`."""
+        return np.zeros(self.num_params, self.dtype)
+
+    def state_dict(self):
+        """Copies of every parameter, keyed like the equivalent torch module's state_dict."""
+        return {name: view.copy() for name, view in self.views.items()}
+
+    def load_state_dict(self, state):
+        """Copies values in; ValueError naming the key on any missing, extra or mis-shaped entry."""
+        missing = [name for name in self.names if name not in state]
+        extra = [name for name in state if name not in self._shapes]
+        if missing or extra:
+            raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {extra}")
+        for name in self.names:
+            value = np.asarray(state[name])
+            if value.shape != self._shapes[name]:
+                raise ValueError(f"state_dict: {name}: expected shape {self._shapes[name]}, got {value.shape}")
+        for name in self.names:
+            self.views[name][...] = np.asarray(state[name])
+
+    def _layer_tuples(self, views):
+        empty = np.zeros(0, self.dtype)
+        return [tuple(views.get(f"rnn.{kind}_l{layer}", empty)
+                      for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                for layer in range(self.num_layers)]
+
+    # ---- inputs ----------------------------------------------------------------------------------------
+    def check_inputs(self, x, y=None, lengths=None, check_finite=False, loss=None):
+        """Validates and converts a batch: returns (x, y, lengths) with x in the model dtype and lengths an
+        int64 [B] array (all T when None). Any bad input raises ValueError naming the argument."""
+        return check_batch(self, x, y, lengths, check_finite, loss)
+
+    def _workspace(self, batch, steps):
+        key = (batch, steps)
+        if key not in self._workspaces:
+            if len(self._workspaces) >= _WORKSPACES_KEPT:
+                self._workspaces.popitem(last=False)
+            self._workspaces[key] = stack.Workspace(
+                self.cell, batch, steps, self.input_size, self.hidden_size, self.num_layers,
+                self.output_size, self.head == "sequence", self.dtype)
+        self._workspaces.move_to_end(key)
+        return self._workspaces[key]
+
+    def _forward(self, x, lengths, h0):
+        ws = self._workspace(x.shape[0], x.shape[1])
+        stack.load_inputs(ws, x, lengths)
+        stack.forward(ws, self.cell, self._layer_tuples(self.views), lengths, h0)
+        stack.head_forward(ws, self.head == "sequence", self.views["head.weight"], self.views["head.bias"])
+        return ws
+
+    def _empty_state(self):
+        zeros = np.zeros((0, self.hidden_size), self.dtype)
+        pair = CELLS[self.cell].carries_c
+        return [(zeros.copy(), zeros.copy()) if pair else zeros.copy() for _ in range(self.num_layers)]
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def forward_backward(self, x, y, grad_out, loss="mse", lengths=None, h0=None, scale=1.0, return_state=False):
+        """Returns the SUM over samples of the per-sample loss and ADDS scale * its gradient into grad_out
+        (flat, the layout of `params`; the caller zeroes it). h0: initial state per layer (truncated BPTT:
+        no gradient flows into it). return_state=True returns (loss_sum, final state per layer)."""
+        x, y, lengths = self.check_inputs(x, y, lengths, loss=loss)
+        h0 = check_state(self, h0, x.shape[0])
+        if grad_out.shape != (self.num_params,) or grad_out.dtype != self.dtype:
+            raise ValueError(f"grad_out: expected a flat {np.dtype(self.dtype).name} array of {self.num_params}, "
+                             f"got {grad_out.dtype} {grad_out.shape}")
+        if x.shape[0] == 0:
+            return (0.0, self._empty_state()) if return_state else 0.0
+        ws = self._forward(x, lengths, h0)
+        sequence = self.head == "sequence"
+        stack.set_targets(ws, y, lengths, sequence, loss)
+        loss_sum, _ = stack.loss_forward(ws, y, loss, scale)
+        grads = self.unflatten(grad_out)
+        stack.backward(ws, self.cell, sequence, self._layer_tuples(self.views), self._layer_tuples(grads),
+                       (self.views["head.weight"], self.views["head.bias"]),
+                       (grads["head.weight"], grads["head.bias"]), lengths)
+        loss_sum = float(loss_sum)
+        return (loss_sum, stack.final_state(ws, self.cell)) if return_state else loss_sum
+
+    def loss_and_grad(self, x, y, loss="mse", lengths=None, h0=None):
+        """Mean loss over the batch and a dict of its gradients (keys of state_dict)."""
+        grad = self.flat_grad_buffer()
+        batch = np.shape(x)[0] if np.ndim(x) else 0
+        scale = 1.0 / batch if batch else 0.0
+        loss_sum = self.forward_backward(x, y, grad, loss=loss, lengths=lengths, h0=h0, scale=scale)
+        return loss_sum * scale, {name: view.copy() for name, view in self.unflatten(grad).items()}
+
+    # ---- inference ---------------------------------------------------------------------------------------
+    def predict(self, x, lengths=None, h0=None, return_state=False):
+        """Outputs [B, O] (head last) or [B, T, O] (head sequence; 0 at padded steps); logits for classifiers."""
+        x, _, lengths = self.check_inputs(x, None, lengths)
+        h0 = check_state(self, h0, x.shape[0])
+        B, T = x.shape[:2]
+        shape = (B, T, self.output_size) if self.head == "sequence" else (B, self.output_size)
+        if B == 0:
+            out = np.zeros(shape, self.dtype)
+            return (out, self._empty_state()) if return_state else out
+        ws = self._forward(x, lengths, h0)
+        if self.head == "sequence":
+            out = ws.y.reshape(T, B, -1).transpose(1, 0, 2).copy()
+            out[np.arange(T)[None, :] >= lengths[:, None]] = 0
+        else:
+            out = ws.y.copy()
+        return (out, stack.final_state(ws, self.cell)) if return_state else out
+
+    def per_sample_stats(self, x, y, loss, lengths=None):
+        """Sums over the local batch for evaluation (forward only): loss_sum, count (samples), and
+        sq_err_sum, abs_err_sum, elem_count (regression) or correct (cross_entropy); the others are 0."""
+        x, y, lengths = self.check_inputs(x, y, lengths, loss=loss)
+        stats = {"loss_sum": 0.0, "count": int(x.shape[0]), "sq_err_sum": 0.0, "abs_err_sum": 0.0,
+                 "elem_count": 0, "correct": 0}
+        if x.shape[0] == 0:
+            return stats
+        ws = self._forward(x, lengths, None)
+        stack.set_targets(ws, y, lengths, self.head == "sequence", loss)
+        loss_sum, correct = stack.loss_forward(ws, y, loss, 0.0)
+        stats["loss_sum"], stats["correct"] = float(loss_sum), int(correct)
+        if loss != "cross_entropy":
+            sq, ab, count = head.error_sums(ws.y, ws.target, ws.weight)
+            stats.update(sq_err_sum=float(sq), abs_err_sum=float(ab), elem_count=int(count))
+        return stats
