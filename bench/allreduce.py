@@ -6,6 +6,7 @@ optimizer update) against a raw blocking
 Run:  mpiexec -n 2 .venv/bin/python bench/allreduce.py [--params 1000000] [--repeats 200]
 Prints medians and ratios measured in this one run (rank 0)."""
 import argparse
+import json
 import os
 import statistics
 import time
@@ -75,12 +76,41 @@ def step_time(comm, batch_per_rank, steps):
     return statistics.median(times[2:])
 
 
+def train_median_step(world, data, run_dir, overlap, steps):
+    """Median t_step (ms) of a real `hpcrnn train` run (lstm, 3 layers of 256) with train.overlap on/off."""
+    from hpcrnn.cli import main as cli
+    cli(["train", "--data", data, "--run-dir", run_dir, "--cell", "lstm", "--hidden", "256", "--layers", "3",
+         "--batch-size", str(16 * world.size), "--max-steps", str(steps), "--set", "train.progress=none",
+         "--set", "data.val_fraction=0", "--set", f"train.overlap={str(overlap).lower()}",
+         "--set", "checkpoint.every_epochs=0"])
+    if world.rank != 0:
+        return 0.0
+    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
+        records = [json.loads(line) for line in handle][3:]
+    return statistics.median(r["t_step"] for r in records) * 1e3
+
+
+def overlap_comparison(world, steps, rounds=3):
+    import tempfile
+    from hpcrnn.cli import main as cli
+    work = world.bcast(tempfile.mkdtemp(prefix="hpcrnn-overlap-") if world.rank == 0 else None)
+    data = os.path.join(work, "d.h5")
+    cli(["synth", "--kind", "lorenz96", "--sequences", "2048", "--length", "50", "--features", "16", "--out", data])
+    results = {False: [], True: []}
+    for round_index in range(rounds):
+        for overlap in (False, True):
+            run_dir = os.path.join(work, f"run-{overlap}-{round_index}")
+            results[overlap].append(train_median_step(world, data, run_dir, overlap, steps))
+    return statistics.median(results[False]), statistics.median(results[True])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--batch-per-rank", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--overlap-steps", type=int, default=25, help="0 skips the overlap comparison")
     args = parser.parse_args()
     world = MPI.COMM_WORLD
     raw, polled, blocking = exchange(world, args.params, args.repeats)
@@ -99,6 +129,12 @@ def main():
         print(f"\nweak scaling, lstm H=128 T=50 F=16, {args.batch_per_rank} samples per rank per step:")
         print(f"| ranks | ms/step | efficiency |\n|---|---|---|\n| 1 | {t_one * 1e3:.2f} | 1.00 |")
         print(f"| {world.size} | {t_all * 1e3:.2f} | {t_one / t_all:.3f} |")
+    if args.overlap_steps:
+        fused, overlapped = overlap_comparison(world, args.overlap_steps)
+        if world.rank == 0:
+            print(f"\ntrain.overlap (lstm 3x256, T=50, 16 samples/rank; medians of 3 interleaved runs):")
+            print(f"| exchange | ms/step | ratio |\n|---|---|---|\n| one fused Allreduce (default) | {fused:.2f} | 1.00 |")
+            print(f"| per-layer Iallreduce during BPTT | {overlapped:.2f} | {overlapped / fused:.2f} |")
 
 
 if __name__ == "__main__":

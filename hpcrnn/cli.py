@@ -39,15 +39,12 @@ def build_parser():
     pr.add_argument("--out", required=True)
     pr.add_argument("--batch-size", type=int, default=256)
     sub.add_parser("info", help="versions, MPI and HDF5 capabilities, CPU")
-    add_optional_commands(sub)
+    add_study_commands(sub)
     return parser
 
 
-def add_optional_commands(sub):
-    try:
-        from hpcrnn.scaling.commands import add_jobs_args, add_scaling_args
-    except ImportError:
-        return
+def add_study_commands(sub):
+    from hpcrnn.scaling.commands import add_jobs_args, add_scaling_args
     add_scaling_args(sub.add_parser("scaling", help="strong/weak scaling sweeps and reports"))
     add_jobs_args(sub.add_parser("jobs", help="render Slurm job scripts"))
 
@@ -114,7 +111,10 @@ def cmd_info(args, comm):
 def dispatch(args, comm):
     if args.command in ("synth", "prepare"):
         from hpcrnn.data import commands
-        return getattr(commands, f"run_{args.command}")(args, comm) or 0
+        summary = getattr(commands, f"run_{args.command}")(args, comm)
+        if comm.rank == 0:
+            print(summary, flush=True)
+        return 0
     if args.command in ("scaling", "jobs"):
         return args.handler(args, comm) or 0
     return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}[args.command](args, comm)

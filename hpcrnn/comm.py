@@ -28,16 +28,26 @@ def allreduce_sum(comm, buf, timeout_s=0.0):
     if timeout_s <= 0:
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return time.perf_counter() - t0
-    wait(comm, comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM), timeout_s, "allreduce")
+    wait(comm, [comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)], timeout_s, "allreduce")
     return time.perf_counter() - t0
 
 
-def wait(comm, request, timeout_s, what):
-    """Polls `request` until done; after timeout_s, reports the missing ranks and aborts the job.
-    Busy-polls (as MPICH's blocking calls do) and reads the clock only every 64 tests."""
+def start_allreduce(comm, view):
+    """Starts a non-blocking in-place sum of `view` (a contiguous slice) over all ranks; returns the request."""
+    from mpi4py import MPI
+    return comm.Iallreduce(MPI.IN_PLACE, view, op=MPI.SUM)
+
+
+def wait(comm, requests, timeout_s, what):
+    """Polls `requests` until all are done; with timeout_s > 0, after that long reports the missing ranks
+    and aborts the job. Busy-polls (as MPICH's blocking calls do), reading the clock every 64 tests."""
+    from mpi4py import MPI
+    if timeout_s <= 0:
+        MPI.Request.Waitall(requests)
+        return
     deadline = time.perf_counter() + timeout_s
     polls = 0
-    while not request.Test():
+    while not MPI.Request.Testall(requests):
         polls += 1
         if polls % 64 == 0 and time.perf_counter() > deadline:
             stall_abort(comm, what, timeout_s)

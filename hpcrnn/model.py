@@ -55,6 +55,19 @@ class Model:
             offset += size
         return views
 
+    def layer_span(self, layer):
+        """(start, stop) of layer `layer`'s parameters in the flat buffer; they are contiguous, layer by
+        layer, with the head last, so each finished layer of BPTT is one slice to reduce."""
+        offset, span = 0, None
+        for name, shape in self._shapes.items():
+            size = int(np.prod(shape))
+            if name.startswith("rnn.") and name.endswith(f"_l{layer}"):
+                span = (offset if span is None else span[0], offset + size)
+            offset += size
+        if span is None:
+            raise ValueError(f"layer: {layer} out of range [0, {self.num_layers})")
+        return span
+
     def flat_grad_buffer(self):
         """A new zeroed flat array with the layout of `params`."""
         return np.zeros(self.num_params, self.dtype)
@@ -112,10 +125,13 @@ class Model:
         return [(zeros.copy(), zeros.copy()) if pair else zeros.copy() for _ in range(self.num_layers)]
 
     # ---- training ----------------------------------------------------------------------------------------
-    def forward_backward(self, x, y, grad_out, loss="mse", lengths=None, h0=None, scale=1.0, return_state=False):
+    def forward_backward(self, x, y, grad_out, loss="mse", lengths=None, h0=None, scale=1.0, return_state=False,
+                         on_layer_done=None):
         """Returns the SUM over samples of the per-sample loss and ADDS scale * its gradient into grad_out
         (flat, the layout of `params`; the caller zeroes it). h0: initial state per layer (truncated BPTT:
-        no gradient flows into it). return_state=True returns (loss_sum, final state per layer)."""
+        no gradient flows into it). return_state=True returns (loss_sum, final state per layer).
+        on_layer_done(layer), if given, is called as soon as a layer's gradient is complete (top layer first),
+        so its slice (`layer_span`) can be reduced while BPTT goes on below it."""
         x, y, lengths = self.check_inputs(x, y, lengths, loss=loss)
         h0 = check_state(self, h0, x.shape[0])
         if grad_out.shape != (self.num_params,) or grad_out.dtype != self.dtype:
@@ -130,7 +146,7 @@ class Model:
         grads = self.unflatten(grad_out)
         stack.backward(ws, self.cell, sequence, self._layer_tuples(self.views), self._layer_tuples(grads),
                        (self.views["head.weight"], self.views["head.bias"]),
-                       (grads["head.weight"], grads["head.bias"]), lengths)
+                       (grads["head.weight"], grads["head.bias"]), lengths, on_layer_done)
         loss_sum = float(loss_sum)
         return (loss_sum, stack.final_state(ws, self.cell)) if return_state else loss_sum
 

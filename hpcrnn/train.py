@@ -90,11 +90,15 @@ class Trainer:
         c, model = self.config, self.model
         t0 = time.perf_counter()
         self.buffer[:] = 0
-        loss_sum = model.forward_backward(batch.x, batch.y, self.grad, loss=self.loss, lengths=batch.lengths)
-        self.extras[:] = (loss_sum, len(batch.x), 0.0 if math.isfinite(loss_sum) else 1.0, stop_flag)
-        t1 = time.perf_counter()
-        t_comm = mpi.allreduce_sum(self.comm, self.buffer, c.train.comm_timeout_s)
-        t2 = time.perf_counter()
+        if c.train.overlap and self.comm.size > 1:
+            t1 = self.overlapped_exchange(batch, stop_flag)
+        else:
+            loss_sum = model.forward_backward(batch.x, batch.y, self.grad, loss=self.loss, lengths=batch.lengths)
+            self.extras[:] = (loss_sum, len(batch.x), 0.0 if math.isfinite(loss_sum) else 1.0, stop_flag)
+            t1 = time.perf_counter()
+            mpi.allreduce_sum(self.comm, self.buffer, c.train.comm_timeout_s)
+        t2 = time.perf_counter() if self.comm.size > 1 else t1   # one rank: nothing is communicated
+        t_comm = t2 - t1
         count = max(float(self.extras[1]), 1.0)
         sq_norm = float(np.dot(self.grad, self.grad)) / (count * count)   # the gradient is grad / count
         loss = float(self.extras[0]) / count
@@ -118,6 +122,26 @@ class Trainer:
         if not finite:
             record["skipped"] = True
         return record, bool(self.extras[3] > 0)
+
+    def overlapped_exchange(self, batch, stop_flag):
+        """BPTT with each layer's gradient slice reduced (non-blocking) as soon as it is complete, top layer
+        first; then the tail (head gradients + extras). Every rank posts the same reductions in the same
+        order, also a rank with an empty batch. Returns the time BPTT ended (the rest is waiting)."""
+        model, posted = self.model, []
+
+        def post(layer):
+            start, stop = model.layer_span(layer)
+            posted.append(mpi.start_allreduce(self.comm, self.buffer[start:stop]))
+
+        loss_sum = model.forward_backward(batch.x, batch.y, self.grad, loss=self.loss, lengths=batch.lengths,
+                                          on_layer_done=post)
+        for layer in range(model.num_layers - 1 - len(posted), -1, -1):
+            post(layer)
+        self.extras[:] = (loss_sum, len(batch.x), 0.0 if math.isfinite(loss_sum) else 1.0, stop_flag)
+        t_end = time.perf_counter()
+        posted.append(mpi.start_allreduce(self.comm, self.buffer[model.layer_span(model.num_layers - 1)[1]:]))
+        mpi.wait(self.comm, posted, self.config.train.comm_timeout_s, "gradient allreduce")
+        return t_end
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self, stop=None):

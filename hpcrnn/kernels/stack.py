@@ -94,8 +94,9 @@ def loss_forward(ws, y, loss, scale):
     return head.regression_loss(ws.dy, ws.y, ws.target, ws.weight, loss == "mse", scale), 0
 
 
-def backward(ws, cell, sequence, layers, grads, head_params, head_grads, lengths):
-    """BPTT through head and layers from ws.dy; ADDS into the gradient views."""
+def backward(ws, cell, sequence, layers, grads, head_params, head_grads, lengths, on_layer_done=None):
+    """BPTT through head and layers from ws.dy; ADDS into the gradient views; calls on_layer_done(layer)
+    after each layer's gradients are complete."""
     spec = CELLS[cell]
     T, B, F = ws.x.shape
     top_above = ws.dHs[0] if sequence else ws.zeros  # head "last" feeds only the final state's gradient
@@ -121,3 +122,5 @@ def backward(ws, cell, sequence, layers, grads, head_params, head_grads, lengths
         spec.backward(dX2, dW_ih, dW_hh, db_ih, db_hh, ws.dG, ws.dh, ws.dh_prev, ws.dc, above,
                       ws.Hs[layer], ws.S[layer], ws.A[layer], inputs, W_ih, W_hh, lengths)
         above = dX2.reshape(T, B, -1) if layer > 0 else None
+        if on_layer_done is not None:
+            on_layer_done(layer)

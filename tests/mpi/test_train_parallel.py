@@ -83,3 +83,18 @@ def test_missing_file_is_an_error_on_every_rank(shared_dir):
     config = config_for(os.path.join(shared_dir, "absent.h5"), os.path.join(shared_dir, "x"), "float32")
     with pytest.raises(HpcrnnError, match="absent.h5"):
         train(config, WORLD)
+
+
+@pytest.mark.parametrize("n", [47, 2])    # 2 samples: some ranks reduce with an empty batch
+def test_overlapped_exchange_matches_fused(shared_dir, n):
+    data = os.path.join(shared_dir, f"o{n}.h5")
+    if WORLD.rank == 0:
+        write_windows(data, n=n)
+    WORLD.Barrier()
+    runs = {}
+    for overlap in (False, True):
+        run_dir = os.path.join(shared_dir, f"overlap-{overlap}-{n}")
+        train(config_for(data, run_dir, "float64", **{"train.overlap": overlap, "data.val_fraction": 0}), WORLD)
+        runs[overlap] = final_params(run_dir)[0]
+    for key in runs[False]:
+        np.testing.assert_allclose(runs[True][key], runs[False][key], rtol=1e-12, atol=1e-14, err_msg=key)

@@ -82,3 +82,14 @@ def test_make_run_without_launcher():
                             text=True, timeout=600)
     assert result.returncode != 0
     assert "MPI launcher '/no/such/mpiexec' not found" in result.stderr
+
+
+def test_synth_and_prepare_exit_zero(tmp_path):
+    import numpy as np
+    out = tmp_path / "s.h5"
+    result = run_cli(["synth", "--kind", "sines", "--sequences", 12, "--length", 8, "--features", 2, "--out", out])
+    assert result.returncode == 0 and f"wrote {out}" in result.stdout, result.stderr
+    np.save(tmp_path / "series.npy", np.sin(np.arange(400.0)).reshape(200, 2))
+    result = run_cli(["prepare", "--input", tmp_path / "series.npy", "--lookback", 10, "--horizon", 2,
+                      "--out", tmp_path / "p.h5"])
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,1 @@
+"""Scaling studies and Slurm jobs: job-script rendering, local/Slurm sweeps, the cost model and the report."""

@@ -1,0 +1,77 @@
+"""`hpcrnn scaling run|report` and `hpcrnn jobs render` end to end with mpiexec on this machine: results per
+rank count, weak scaling's growing batch and data, the Allreduce fit, oversubscription and one-line errors."""
+import json
+import os
+
+import h5py
+import pytest
+
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow
+SMALL = ["--steps", 8, "--warmup", 2, "--hidden", 8, "--length", 10, "--features", 2, "--batch-size", 16]
+
+
+def one_line_error(result, fragment):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.startswith("hpcrnn")]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_weak_sweep_and_report(tmp_path):
+    out = tmp_path / "sweep"
+    result = run_cli(["scaling", "run", "--mode", "weak", "--ranks", "1,2", "--out", out, *SMALL], timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads((out / f"weak-p{p:04d}" / "result.json").read_text()) for p in (1, 2)]
+    assert [r["global_batch"] for r in records] == [16, 32]
+    assert [r["summary_ranks"] for r in records] == [1, 2]
+    for record in records:
+        assert record["steps_measured"] == 6 and record["t_step"] > 0 and not record["oversubscribed"]
+        assert record["throughput"] == pytest.approx(record["global_batch"] / record["t_step"])
+        assert record["info"]["mpi_library"].startswith("MPICH")
+        with h5py.File(record["data"]) as handle:   # weak scaling: the data grows with the ranks
+            assert handle["inputs"].shape[0] == record["global_batch"] * 8
+    assert records[1]["t_comm"] > 0 == records[0]["t_comm"]
+    fit = json.loads((out / "allreduce.json").read_text())
+    assert fit["alpha"] >= 0 and fit["beta"] > 0 and fit["ranks_used"] == [2]
+    report = tmp_path / "report" / "scaling.md"
+    result = run_cli(["scaling", "report", out, "--out", report])
+    assert result.returncode == 0, result.stderr
+    markdown = report.read_text()
+    assert "## Weak scaling" in markdown and "### Projection, weak scaling" in markdown
+    assert (report.parent / "weak_phases.png").stat().st_size > 10_000
+
+
+def test_strong_sweep_marks_oversubscribed_runs(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    out = tmp_path / "sweep"
+    ranks = f"1,{cores + 1}"
+    one_line_error(run_cli(["scaling", "run", "--mode", "strong", "--ranks", ranks, "--out", out, *SMALL]),
+                   "--oversubscribe-ok")
+    result = run_cli(["scaling", "run", "--mode", "strong", "--ranks", ranks, "--out", out, "--oversubscribe-ok",
+                      *SMALL], timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads((out / f"strong-p{p:04d}" / "result.json").read_text()) for p in (1, cores + 1)]
+    assert [r["oversubscribed"] for r in records] == [False, True]
+    assert [r["global_batch"] for r in records] == [16, 16]
+    assert "(oversubscribed)" in result.stdout
+
+
+def test_errors_are_one_line(tmp_path):
+    one_line_error(run_cli(["scaling", "run", "--mode", "strong", "--ranks", "1,x", "--out", tmp_path]), "--ranks")
+    one_line_error(run_cli(["scaling", "run", "--mode", "strong", "--ranks", "1", "--out", tmp_path,
+                            "--steps", 3, "--warmup", 5]), "--warmup")
+    one_line_error(run_cli(["scaling", "report", tmp_path, "--out", tmp_path / "r.md"]), "no result.json")
+    one_line_error(run_cli(["jobs", "render", "train"]), "{{run_dir}}")
+    one_line_error(run_cli(["jobs", "render", "train", "--set", "run_dir=a", "--set", "colour=red"]), "colour")
+    one_line_error(run_cli(["jobs", "render", "nope"]), "job template not found")
+
+
+def test_render_prints_or_writes(tmp_path):
+    result = run_cli(["jobs", "render", "train", "--nodes", 2, "--set", "run_dir=runs/a"])
+    assert result.returncode == 0 and "#SBATCH --nodes=2\n" in result.stdout
+    output = tmp_path / "job.sh"
+    result = run_cli(["jobs", "render", "weak_scaling", "--set", "ranks=1,2", "--set", "out=/x", "--output", output])
+    assert result.returncode == 0 and output.read_text().startswith("#!/bin/bash")
+    assert '--mode weak --ranks "1,2" --out "/x"' in output.read_text()
