@@ -63,8 +63,7 @@ class TrainConfig:
     progress: str = "auto"      # auto | bar | line | none
     overlap: bool = False       # non-blocking allreduce per layer during BPTT
     comm_timeout_s: float = 600.0
-    numba_threads: int = 0      # 0 = SLURM_CPUS_PER_TASK or 1
-    blas_threads: int = 1
+    numba_threads: int = 0      # 0 = SLURM_CPUS_PER_TASK or 1; BLAS threads: OPENBLAS_NUM_THREADS (default 1)
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ def validate(c):
     _check(c.train.progress in ("auto", "bar", "line", "none"), "train.progress", "must be auto, bar, line or none")
     _check(c.train.log_every >= 1, "train.log_every", "must be >= 1")
     _check(c.train.comm_timeout_s >= 0, "train.comm_timeout_s", "must be >= 0 (0 = wait forever)")
-    _check(c.train.numba_threads >= 0 and c.train.blas_threads >= 1, "train.numba_threads/blas_threads", "must be >= 0 / >= 1")
+    _check(c.train.numba_threads >= 0, "train.numba_threads", "must be >= 0 (0 = SLURM_CPUS_PER_TASK or 1)")
     _check(0 <= c.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
     _check(c.data.buffer_mb > 0, "data.buffer_mb", "must be > 0")
     _check(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")

@@ -9,6 +9,7 @@ import numpy as np
 from hpcrnn import checkpoint as ckpt
 from hpcrnn import comm as mpi
 from hpcrnn.config import to_toml
+from hpcrnn.errors import HpcrnnError
 from hpcrnn.evaluate import evaluate_split, resolve_loss
 from hpcrnn.log import Writer, write_json
 from hpcrnn.optim import clip_factor, learning_rate, make_optimizer
@@ -24,6 +25,10 @@ class Preempted(Exception):
     def __init__(self, step, path):
         super().__init__(f"preempted at step {step}; checkpoint {path}")
         self.step, self.path = step, path
+
+
+class TrainingError(HpcrnnError):
+    """Training cannot go on (a non-finite loss with train.nonfinite = 'stop'); every rank raises it together."""
 
 
 class StopSignal:
@@ -109,7 +114,8 @@ class Trainer:
             scale = clip_factor(sq_norm, c.optim.clip_norm) / count
             self.optimizer.step(model.params, self.grad, lr, scale)
         elif c.train.nonfinite == "stop":
-            raise FloatingPointError(f"non-finite loss or gradient at step {self.step} (train.nonfinite = 'stop')")
+            raise TrainingError(f"non-finite loss or gradient at step {self.step + 1} (train.nonfinite = 'stop'); "
+                                f"the last checkpoint is kept")
         else:
             self.skipped += 1
         t3 = time.perf_counter()

@@ -98,3 +98,43 @@ def test_overlapped_exchange_matches_fused(shared_dir, n):
         runs[overlap] = final_params(run_dir)[0]
     for key in runs[False]:
         np.testing.assert_allclose(runs[True][key], runs[False][key], rtol=1e-12, atol=1e-14, err_msg=key)
+
+
+@pytest.fixture
+def nan_on_rank_last(monkeypatch):
+    """Rank size-1 (rank 0 when serial) returns a NaN loss at its 3rd forward/backward."""
+    import hpcrnn.model
+    calls, original = [0], hpcrnn.model.Model.forward_backward
+
+    def patched(self, *args, **kw):
+        calls[0] += 1
+        out = original(self, *args, **kw)
+        return float("nan") if WORLD.rank == WORLD.size - 1 and calls[0] == 3 else out
+    monkeypatch.setattr(hpcrnn.model.Model, "forward_backward", patched)
+
+
+def test_nonfinite_skip_is_the_same_decision_everywhere(shared_dir, nan_on_rank_last):
+    data = os.path.join(shared_dir, "nf.h5")
+    if WORLD.rank == 0:
+        write_windows(data, n=40)
+    WORLD.Barrier()
+    run_dir = os.path.join(shared_dir, "nf-skip")
+    summary = train(config_for(data, run_dir, "float32", **{"data.val_fraction": 0}), WORLD)
+    assert summary["skipped_steps"] == 1
+    everyone = WORLD.allgather(final_params(run_dir)[0]["params/head.bias"].tobytes())
+    assert all(p == everyone[0] for p in everyone)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
+        skipped = [r["step"] for r in map(json.loads, handle) if r.get("skipped")]
+    assert skipped == [3]
+
+
+def test_nonfinite_stop_raises_on_every_rank(shared_dir, nan_on_rank_last):
+    from hpcrnn.train import TrainingError
+    data = os.path.join(shared_dir, "nf.h5")
+    if WORLD.rank == 0:
+        write_windows(data, n=40)
+    WORLD.Barrier()
+    config = config_for(data, os.path.join(shared_dir, "nf-stop"), "float32",
+                        **{"data.val_fraction": 0, "train.nonfinite": "stop"})
+    with pytest.raises(TrainingError, match="non-finite loss or gradient at step 3"):
+        train(config, WORLD)
