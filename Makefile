@@ -19,6 +19,7 @@ setup-dev:
 run: setup
 	@launcher="$(MPIEXEC)"; if [ -z "$$launcher" ] || ! command -v "$$launcher" >/dev/null; then \
 	  echo "make run: MPI launcher '$$launcher' not found: install MPICH (apt install mpich) or 'module load' an MPI, then rerun 'make setup'" >&2; exit 1; fi
+	rm -rf $(RUN_DIR)
 	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn train --config data/demo.toml --run-dir $(RUN_DIR)
 	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn evaluate --checkpoint $(RUN_DIR) --data data/mackey_glass.h5 --split val
 

@@ -260,6 +260,7 @@ def train(config, comm, stream=None):
     from hpcrnn.data.schema import open_dataset
     info = open_dataset(config.data.path, comm=comm, check_finite=config.data.check_finite)
     splits = split_ranges(info, config.data.val_fraction, None if config.data.gap < 0 else config.data.gap)
+    refuse_to_mix_runs(config, comm)
     writer = Writer(os.path.join(config.run_dir, "metrics.jsonl") if comm.rank == 0 else None,
                     active=comm.rank == 0, progress=config.train.progress, stream=stream)
     if comm.rank == 0:
@@ -284,6 +285,21 @@ def train(config, comm, stream=None):
     if comm.rank == 0:
         write_json(os.path.join(config.run_dir, "summary.json"), summary)
     return summary
+
+
+def refuse_to_mix_runs(config, comm):
+    """A new run (resume = never) must not append to another run's metrics or checkpoints."""
+    from hpcrnn.errors import ConfigError
+    error = None
+    if comm.rank == 0 and config.checkpoint.resume == "never":
+        held = (["metrics.jsonl"] if os.path.exists(os.path.join(config.run_dir, "metrics.jsonl")) else []) + \
+            (["checkpoints"] if ckpt.list_checkpoints(os.path.join(config.run_dir, "checkpoints")) else [])
+        if held:
+            error = (f"run directory {config.run_dir} already holds a run ({', '.join(held)}): continue it with "
+                     "--resume auto, or choose another --run-dir")
+    error = mpi.agree_error(comm, error)
+    if error:
+        raise ConfigError(error)
 
 
 def resume(trainer, config, comm, writer):

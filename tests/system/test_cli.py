@@ -64,6 +64,8 @@ def test_train_evaluate_predict(tmp_path, ranks):
     assert any(r.get("event") == "eval" for r in records)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["ranks"] == max(ranks, 1) and summary["steps"] == len(steps)
+    again = run_cli(["train", "--data", data, "--run-dir", run_dir], ranks=ranks)
+    assert_one_line_error(again, "already holds a run", "--resume auto")
     ev = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data], ranks=ranks)
     assert ev.returncode == 0, ev.stderr
     metrics = json.loads(ev.stdout.strip().splitlines()[-1])
