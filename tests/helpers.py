@@ -42,3 +42,14 @@ def run_cli(args, ranks=0, timeout=300, cwd=None, env=None):
         command = [mpiexec(), "-n", str(ranks), *command]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env=full_env)
+
+
+def digest(path):
+    """SHA-256 of a file's datasets (names and contents), independent of how HDF5 laid out the bytes."""
+    import hashlib
+    import h5py
+    sha = hashlib.sha256()
+    with h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            sha.update(name.encode() + handle[name][()].tobytes())
+    return sha.hexdigest()

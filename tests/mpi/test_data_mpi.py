@@ -1,6 +1,6 @@
 """The data pipeline under mpiexec (any number of ranks): agreement on bad files, collective reads, every
 sample once per epoch, an epoch order independent of the number of ranks, tiny data, parallel synth."""
-import hashlib
+
 import os
 import shutil
 import tempfile
@@ -15,6 +15,7 @@ from hpcrnn.data.loader import BatchLoader, iterate_in_order
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.synth import SynthSpec, write
 from hpcrnn.errors import DataError
+from helpers import digest
 
 COMM = MPI.COMM_WORLD
 
@@ -118,14 +119,6 @@ def test_in_order_iteration_blocks(windows):
     mine = np.concatenate([b.indices for b in batches])
     assert np.array_equal(np.concatenate(COMM.allgather(mine)), np.arange(5, 50))
     assert all(np.array_equal(b.x[:, 0, 0], b.indices.astype(np.float32)) for b in batches)
-
-
-def digest(path):
-    sha = hashlib.sha256()
-    with h5py.File(path, "r") as handle:
-        for name in sorted(handle):
-            sha.update(name.encode() + handle[name][()].tobytes())
-    return sha.hexdigest()
 
 
 @pytest.mark.parametrize("form", ["windows", "series"])

@@ -1,6 +1,4 @@
 """`synth`: shapes, determinism by seed, the physics of the generators, and the files it writes."""
-import hashlib
-
 import h5py
 import numpy as np
 import pytest
@@ -9,14 +7,7 @@ from hpcrnn.data import generators
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.synth import SynthSpec, write
 from hpcrnn.errors import ConfigError
-
-
-def digest(path):
-    sha = hashlib.sha256()
-    with h5py.File(path, "r") as handle:
-        for name in sorted(handle):
-            sha.update(name.encode() + handle[name][()].tobytes())
-    return sha.hexdigest()
+from helpers import digest
 
 
 def test_sequences_do_not_depend_on_their_slab():
