@@ -132,7 +132,7 @@ def main():
     if args.overlap_steps:
         fused, overlapped = overlap_comparison(world, args.overlap_steps)
         if world.rank == 0:
-            print(f"\ntrain.overlap (lstm 3x256, T=50, 16 samples/rank; medians of 3 interleaved runs):")
+            print("\ntrain.overlap (lstm 3x256, T=50, 16 samples/rank; medians of 3 interleaved runs):")
             print(f"| exchange | ms/step | ratio |\n|---|---|---|\n| one fused Allreduce (default) | {fused:.2f} | 1.00 |")
             print(f"| per-layer Iallreduce during BPTT | {overlapped:.2f} | {overlapped / fused:.2f} |")
 

@@ -70,7 +70,8 @@ def set_threads(config):
 
 
 def cmd_train(args, comm):
-    from hpcrnn.train import PREEMPTED_EXIT, Preempted, train
+    from hpcrnn.run import train
+    from hpcrnn.train import PREEMPTED_EXIT, Preempted
     config = train_config(args)
     set_threads(config)
     try:

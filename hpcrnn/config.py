@@ -2,7 +2,7 @@
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 from hpcrnn.errors import ConfigError
 

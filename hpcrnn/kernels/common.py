@@ -10,8 +10,9 @@ from numba.extending import overload
 from numba.np.linalg import _BLAS, ensure_blas
 
 # fastmath lets LLVM reassociate and vectorise; error_model="numpy" drops the per-division zero check
-# that otherwise blocks vectorisation of every loop containing a division.
-JIT_OPTIONS = {"fastmath": True, "error_model": "numpy"}
+# that otherwise blocks vectorisation of every loop containing a division; nogil lets the loader's prefetch
+# thread read the next batches while a kernel runs.
+JIT_OPTIONS = {"fastmath": True, "error_model": "numpy", "nogil": True}
 kernel = njit(cache=True, **JIT_OPTIONS)
 # numba's cache keys a kernel on ITS file only: after editing this module, delete the __pycache__/*.nbi/*.nbc
 # files of the cell modules (or set NUMBA_CACHE_DIR to a fresh folder) so they recompile.

@@ -6,9 +6,10 @@ import os
 
 import numpy as np
 
+from hpcrnn.train import EXTRAS as FUSED_EXTRAS   # scalars sent with the gradients in the fused Allreduce
+
 RESULT_NAME = "result.json"
 PHASES = ("t_step", "t_compute", "t_comm", "t_io")
-FUSED_EXTRAS = 4   # scalars appended to the gradients in the fused Allreduce (hpcrnn.train.EXTRAS)
 
 
 def cores_available():

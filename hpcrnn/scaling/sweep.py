@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 from hpcrnn.errors import ConfigError
 from hpcrnn.scaling import model_fit
 from hpcrnn.scaling.results import RESULT_NAME, cores_available, summarize_run, write_json
-
-PREEMPTED_EXIT = 75   # same contract as hpcrnn.train.PREEMPTED_EXIT: requeue the sweep to continue it
+from hpcrnn.train import PREEMPTED_EXIT   # also the sweep's exit code after a stop signal: requeue to continue
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from mpi4py import MPI
 
 from hpcrnn.config import load_config
 from hpcrnn.errors import HpcrnnError
-from hpcrnn.train import train
+from hpcrnn.run import train
 from helpers import write_windows
 
 WORLD = MPI.COMM_WORLD

@@ -1,7 +1,6 @@
 """The command line end to end: errors are one line with a non-zero exit; train/evaluate/predict/info work
 serially and under mpiexec."""
 import json
-import os
 
 import h5py
 import pytest

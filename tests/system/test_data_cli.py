@@ -1,6 +1,5 @@
 """`synth` and `prepare` as commands under mpiexec: they finish, and a bad file ends every rank with a
 one-line error and a non-zero exit status promptly instead of a hang."""
-import os
 import shutil
 import subprocess
 import sys
