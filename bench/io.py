@@ -1,4 +1,6 @@
 """Loader throughput against a plain h5py read of the same bytes: median MB/s of repeats, side by side.
+Two baselines: "raw h5py" reads each rank's contiguous block in large slices (the target: loader >= 80% of
+it); "raw h5py, shuffled" reads the loader's own shuffled batches with h5py fancy indexing, as a user would.
 
 Run serially (`python bench/io.py`) or under `mpiexec.mpich -n 2 .venv/bin/python bench/io.py`; rates are
 aggregate over ranks (bytes of every rank / slowest rank's time). The file is written once by rank 0."""
@@ -45,6 +47,27 @@ def raw_read(path, comm, buffer_mb):
     return time.perf_counter() - start_time, total
 
 
+def raw_shuffled_read(path, comm, buffer_mb, batch, epoch):
+    """What a user would write with plain h5py for the same shuffled batches: per global batch, this rank's
+    samples (the loader's order and shares) read with h5py fancy indexing (sorted indices)."""
+    from hpcrnn.data.loader import rank_positions
+    info = open_dataset(path, comm=None, check_finite=False)
+    loader = BatchLoader(info, (0, info.num_samples), batch, comm=comm, seed=0, buffer_mb=buffer_mb, prefetch=False)
+    order = loader.order(epoch)
+    loader.close()
+    size, rank = (comm.size, comm.rank) if comm else (1, 0)
+    start_time, total = time.perf_counter(), 0
+    with h5py.File(path, "r") as handle:
+        inputs, targets = handle["inputs"], handle["targets"]
+        for first in range(0, len(order), batch):
+            members = order[first:first + batch]
+            a, z = rank_positions(len(members), size, rank)
+            mine = np.sort(members[a:z])
+            if len(mine):
+                total += inputs[mine].nbytes + targets[mine].nbytes
+    return time.perf_counter() - start_time, total
+
+
 def loader_read(path, comm, buffer_mb, batch, shuffle, epoch, collective=None, prefetch=True):
     info = open_dataset(path, comm=comm, check_finite=False)
     loader = BatchLoader(info, (0, info.num_samples), batch, comm=comm, seed=0, shuffle=shuffle, buffer_mb=buffer_mb,
@@ -86,6 +109,7 @@ def main():
         make_file(path, args.samples, args.length, args.features)
     path = comm.bcast(path) if comm else path
     cases = {"raw h5py": lambda r: raw_read(path, comm, args.buffer_mb),
+             "raw h5py, shuffled": lambda r: raw_shuffled_read(path, comm, args.buffer_mb, args.batch, r),
              "loader shuffled": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r),
              "loader in order": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, False, r)}
     cases["shuffled, no prefetch"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r,
