@@ -115,3 +115,30 @@ def load_latest(directory, warn=print):
         except CheckpointError as exc:
             warn(f"warning: skipping damaged checkpoint: {exc}")
     return None
+
+
+def load_shared(comm, find):
+    """Runs `find()` -> (path, arrays, meta) or None on rank 0 and gives every rank the result: metadata by
+    a small pickled broadcast, arrays by buffer broadcasts (no 2 GiB pickle limit for large models). A
+    CheckpointError on rank 0 is raised on every rank."""
+    from hpcrnn.comm import agree_error
+    found, error = None, None
+    if comm.rank == 0:
+        try:
+            found = find()
+        except CheckpointError as exc:
+            error = str(exc)
+    error = agree_error(comm, error)
+    if error:
+        raise CheckpointError(error)
+    if comm.size == 1:
+        return found
+    head = None if found is None else (found[0], {k: (v.shape, v.dtype.str) for k, v in found[1].items()}, found[2])
+    head = comm.bcast(head, root=0)
+    if head is None:
+        return None
+    path, layout, meta = head
+    arrays = found[1] if comm.rank == 0 else {k: np.empty(shape, dtype) for k, (shape, dtype) in layout.items()}
+    for key in sorted(layout):
+        comm.Bcast(arrays[key], root=0)
+    return path, arrays, meta

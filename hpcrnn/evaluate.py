@@ -62,26 +62,28 @@ def check_compatible(model, info):
 
 
 def load_model_everywhere(path, comm):
-    """(model, meta) on every rank; rank 0 reads and verifies the checkpoint, and every rank raises the
-    same error if it is bad."""
-    from hpcrnn.checkpoint import CheckpointError, load
-    found, error = None, None
-    if comm.rank == 0:
-        try:
-            found = load(path)
-        except CheckpointError as exc:
-            error = str(exc)
-    error = mpi.agree_error(comm, error)
-    if error:
-        raise CheckpointError(error)
-    arrays, meta = comm.bcast(found, root=0) if comm.size > 1 else found
-    return model_from_checkpoint(arrays, meta), meta
+    """(model, meta, checkpoint file) on every rank. `path` is a checkpoint file or a run directory (its
+    newest valid checkpoint, skipping damaged ones with a warning); rank 0 reads and verifies, and every rank
+    raises the same error if there is none."""
+    import os
+    from hpcrnn.checkpoint import CheckpointError, load, load_latest, load_shared
+
+    def find():
+        if not os.path.isdir(path):
+            return (path, *load(path))
+        folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+        found = load_latest(folder, warn=lambda text: print(text, flush=True))
+        if found is None:
+            raise CheckpointError(f"{path}: no valid checkpoint (step-*.h5) in this directory")
+        return found
+
+    used, arrays, meta = load_shared(comm, find)
+    return model_from_checkpoint(arrays, meta), meta, used
 
 
 def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256):
     from hpcrnn.data.schema import open_dataset
-    checkpoint_path = resolve_checkpoint(checkpoint_path, comm)
-    model, meta = load_model_everywhere(checkpoint_path, comm)
+    model, meta, checkpoint_path = load_model_everywhere(checkpoint_path, comm)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
     span = split_span(info, split, meta)
@@ -109,15 +111,3 @@ def format_metrics(metrics):
     return (f"evaluation of {metrics['checkpoint']} on {metrics['split']} ({metrics['count']} samples): {values}\n"
             + json.dumps(metrics))
 
-
-def resolve_checkpoint(path, comm):
-    """A checkpoint file, or the newest valid one in a run directory (DIR or DIR/checkpoints)."""
-    import os
-    from hpcrnn.checkpoint import CheckpointError, list_checkpoints
-    if not os.path.isdir(path):
-        return path
-    directory = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-    found = list_checkpoints(directory)
-    if not found:
-        raise CheckpointError(f"{path}: no checkpoints (step-*.h5) in this directory")
-    return found[0]

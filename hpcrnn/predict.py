@@ -20,9 +20,8 @@ def run_predict(checkpoint_path, data_path, out_path, comm, batch_size=256):
     """Writes /predictions ([N,O], [N,T,O] or logits [N,C]) for every sample of `data_path`; returns N."""
     from hpcrnn.data.loader import iterate_in_order
     from hpcrnn.data.schema import open_dataset
-    from hpcrnn.evaluate import check_compatible, load_model_everywhere, resolve_checkpoint
-    checkpoint_path = resolve_checkpoint(checkpoint_path, comm)
-    model, meta = load_model_everywhere(checkpoint_path, comm)
+    from hpcrnn.evaluate import check_compatible, load_model_everywhere
+    model, meta, checkpoint_path = load_model_everywhere(checkpoint_path, comm)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
     if os.path.abspath(out_path) == os.path.abspath(data_path):

@@ -64,19 +64,10 @@ def resume(trainer, config, comm, writer):
     mode = config.checkpoint.resume
     if mode == "never":
         return None
-    found, error = None, None
-    if comm.rank == 0:
-        try:
-            if mode == "auto":
-                found = ckpt.load_latest(trainer.ckpt_dir, warn=writer.say)
-            else:
-                found = (mode, *ckpt.load(mode))
-        except ckpt.CheckpointError as exc:
-            error = str(exc)
-    error = mpi.agree_error(comm, error)
-    if error:
-        raise ckpt.CheckpointError(error)
-    found = comm.bcast(found, root=0) if comm.size > 1 else found
+    if mode == "auto":
+        found = ckpt.load_shared(comm, lambda: ckpt.load_latest(trainer.ckpt_dir, warn=writer.say))
+    else:
+        found = ckpt.load_shared(comm, lambda: (mode, *ckpt.load(mode)))
     if found is None:
         return None
     path, arrays, meta = found

@@ -94,3 +94,19 @@ def test_synth_and_prepare_exit_zero(tmp_path):
     result = run_cli(["prepare", "--input", tmp_path / "series.npy", "--lookback", 10, "--horizon", 2,
                       "--out", tmp_path / "p.h5"])
     assert result.returncode == 0, result.stderr
+
+
+def test_evaluate_run_dir_skips_damaged_and_reports_bad_paths(tmp_path):
+    data = write_windows(str(tmp_path / "d.h5"), n=40)
+    run_dir = tmp_path / "run"
+    assert run_cli(["train", "--data", data, "--hidden", 4, "--epochs", 2, "--run-dir", run_dir]).returncode == 0
+    newest, previous = sorted((run_dir / "checkpoints").glob("step-*.h5"), reverse=True)[:2]
+    newest.write_bytes(newest.read_bytes()[:100])
+    result = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data], ranks=2)
+    assert result.returncode == 0, result.stderr
+    assert "skipping damaged checkpoint" in result.stdout and f"evaluation of {previous}" in result.stdout
+    assert_one_line_error(run_cli(["evaluate", "--checkpoint", tmp_path / "none.h5", "--data", data], ranks=2),
+                          "checkpoint not found", "none.h5")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_cli(["evaluate", "--checkpoint", empty, "--data", data]), "no valid checkpoint")
