@@ -5,6 +5,9 @@ import time
 import numpy as np
 
 
+ABORT_GRACE_S = 1.0   # lets the launcher forward a rank's last message before MPI_Abort kills the job
+
+
 def world():
     """Returns MPI.COMM_WORLD (a singleton of size 1 when started without a launcher)."""
     from mpi4py import MPI
@@ -81,6 +84,7 @@ def stall_abort(comm, what, timeout_s):
     sys.stderr.write(f"hpcrnn: stall inspector on rank {comm.rank}: {what} not complete after {timeout_s:g} s; "
                      f"missing rank(s): {missing or 'unknown'}; aborting the job\n")
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
     comm.Abort(3)
 
 
@@ -111,6 +115,7 @@ def abort(comm, message, code=1):
     sys.stderr.write(message.rstrip() + "\n")
     sys.stderr.flush()
     if comm is not None and comm.size > 1:
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(code)
     sys.exit(code)
 
