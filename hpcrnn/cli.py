@@ -51,12 +51,8 @@ def add_study_commands(sub):
 
 def train_config(args):
     from hpcrnn.config import load_config
-    overrides = list(args.set)
-    for flag, (key, _) in TRAIN_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
-    config = load_config(args.config, overrides)
+    flags = {key: getattr(args, flag) for flag, (key, _) in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    config = load_config(args.config, args.set, flags)
     if not config.data.path:
         from hpcrnn.errors import ConfigError
         raise ConfigError("data.path: no dataset given (use --data FILE.h5 or data.path in the config)")

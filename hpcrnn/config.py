@@ -168,8 +168,9 @@ def _merge(base, extra):
     return out
 
 
-def load_config(path=None, overrides=()):
-    """Config from an optional TOML file plus `section.key=value` overrides; validated."""
+def load_config(path=None, overrides=(), values=None):
+    """Config from an optional TOML file, then `section.key=value` override strings, then `values`
+    ({"section.key": typed value}, e.g. from command-line flags); validated."""
     raw = {}
     if path:
         try:
@@ -179,7 +180,14 @@ def load_config(path=None, overrides=()):
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
-    return validate(_build(Config, _merge(raw, _nest(overrides)), ""))
+    tree = _merge(raw, _nest(overrides))
+    for key, value in (values or {}).items():
+        *sections, name = key.split(".")
+        node = tree
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return validate(_build(Config, tree, ""))
 
 
 def with_values(config, **sections):

@@ -13,6 +13,13 @@ def test_defaults_and_overrides(tmp_path):
     assert c.run_dir == "r"
 
 
+def test_flag_values_win_and_keep_any_characters(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\npath = "from-file.h5"\n[model]\nhidden_size = 8\n')
+    c = load_config(str(path), ["model.hidden_size=16"], {"data.path": "it's \"odd\".h5", "model.hidden_size": 32})
+    assert c.data.path == "it's \"odd\".h5" and c.model.hidden_size == 32
+
+
 def test_round_trip_through_toml():
     c = load_config(None, ["model.cell=gru", "data.path=some file.h5", "schedule.name=cosine", "optim.lr=3e-4"])
     assert from_toml_text(to_toml(c)) == c
