@@ -95,14 +95,6 @@ def bcast_array(comm, array, root=0):
     return array
 
 
-def any_rank(comm, flag):
-    """True on every rank when `flag` is true on at least one rank."""
-    if comm.size == 1:
-        return bool(flag)
-    from mpi4py import MPI
-    return bool(comm.allreduce(int(bool(flag)), op=MPI.MAX))
-
-
 def max_value(comm, value):
     if comm.size == 1:
         return value

@@ -190,11 +190,6 @@ def load_config(path=None, overrides=(), values=None):
     return validate(_build(Config, tree, ""))
 
 
-def with_values(config, **sections):
-    """A copy of `config` with `section={key: value}` replaced, e.g. with_values(c, train={"epochs": 2})."""
-    return validate(_build(Config, _merge(as_dict(config), sections), ""))
-
-
 def _check(condition, where, message):
     if not condition:
         raise ConfigError(f"{where}: {message}")

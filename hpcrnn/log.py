@@ -63,8 +63,8 @@ class Writer:
 
 def write_json(path, record):
     """Writes `record` as pretty JSON atomically (temporary file + rename)."""
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
+        json.dump(record, handle, indent=2, sort_keys=True, default=str)
         handle.write("\n")
     os.replace(tmp, path)

@@ -38,7 +38,7 @@ def measure(comm, sizes=DEFAULT_SIZES):
 
 def run_allreduce(args, comm):
     """`hpcrnn scaling allreduce --out FILE [--sizes B,B,...]` (under mpiexec/srun)."""
-    from hpcrnn.scaling.results import write_json
+    from hpcrnn.log import write_json
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else DEFAULT_SIZES
     rows = measure(comm, sizes)
     if comm.rank == 0:

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from hpcrnn.log import write_json
 from hpcrnn.train import EXTRAS as FUSED_EXTRAS   # scalars sent with the gradients in the fused Allreduce
 
 RESULT_NAME = "result.json"
@@ -69,14 +70,6 @@ def summarize_run(run_dir, mode, ranks, global_batch, warmup, threads, data_path
               "info": report(), **(extra or {})}
     write_json(os.path.join(run_dir, RESULT_NAME), result)
     return result
-
-
-def write_json(path, payload):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(temporary, path)
 
 
 def load_results(folder):

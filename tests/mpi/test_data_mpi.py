@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcrnn.data import fixtures
+import data_fixtures as fixtures
 from hpcrnn.data.loader import BatchLoader, iterate_in_order
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.synth import SynthSpec, write

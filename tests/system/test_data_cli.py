@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from hpcrnn.data import fixtures
+import data_fixtures as fixtures
 
 MPIEXEC = shutil.which("mpiexec.mpich") or shutil.which("mpiexec.hydra")
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="MPICH's mpiexec is not installed")

@@ -1,7 +1,7 @@
 """Config loading: TOML, --set overrides, unknown keys and bad values give one-line ConfigErrors."""
 import pytest
 
-from hpcrnn.config import from_toml_text, load_config, to_toml, with_values
+from hpcrnn.config import from_toml_text, load_config, to_toml
 from hpcrnn.errors import ConfigError
 
 
@@ -54,9 +54,3 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="bad.toml"):
         load_config(str(bad))
 
-
-def test_with_values_revalidates():
-    c = load_config(None)
-    assert with_values(c, train={"epochs": 2}).train.epochs == 2
-    with pytest.raises(ConfigError):
-        with_values(c, train={"epochs": 0})

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from hpcrnn.data import fixtures
+import data_fixtures as fixtures
 from hpcrnn.data.loader import BatchLoader, iterate_in_order, split_ranges
 from hpcrnn.data.schema import open_dataset
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hpcrnn.data import fixtures
+import data_fixtures as fixtures
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.errors import DataError
 

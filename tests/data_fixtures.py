@@ -1,4 +1,4 @@
-"""Small schema v1 files for tests and benchmarks: valid ones of every form and a catalogue of broken ones,
+"""Small schema v1 files for the data tests: valid ones of every form and a catalogue of broken ones,
 each paired with the text its error message must contain. Sample i's inputs start with the value i."""
 import numpy as np
 import h5py
