@@ -1,6 +1,8 @@
 """Loader throughput against a plain h5py read of the same bytes: median MB/s of repeats, side by side.
 Two baselines: "raw h5py" reads each rank's contiguous block in large slices (the target: loader >= 80% of
 it); "raw h5py, shuffled" reads the loader's own shuffled batches with h5py fancy indexing, as a user would.
+Every loader case hands out each batch as its own arrays, like training gets them ("hdf5 reads": the
+independent HDF5 read path that files without direct reads, e.g. compressed ones, use).
 
 Run serially (`python bench/io.py`) or under `mpiexec.mpich -n 2 .venv/bin/python bench/io.py`; rates are
 aggregate over ranks (bytes of every rank / slowest rank's time). The file is written once by rank 0."""
@@ -68,16 +70,21 @@ def raw_shuffled_read(path, comm, buffer_mb, batch, epoch):
     return time.perf_counter() - start_time, total
 
 
-def loader_read(path, comm, buffer_mb, batch, shuffle, epoch, collective=None, prefetch=True):
+def loader_read(path, comm, buffer_mb, batch, shuffle, epoch, reads="auto", prefetch=True):
+    """The training loader over the whole file; reads="auto" is what training uses (here: direct reads)."""
     info = open_dataset(path, comm=comm, check_finite=False)
     loader = BatchLoader(info, (0, info.num_samples), batch, comm=comm, seed=0, shuffle=shuffle, buffer_mb=buffer_mb,
-                         collective=collective, prefetch=prefetch)
+                         reads=reads, prefetch=prefetch)
+    MODES[reads] = loader.reads
     start_time, total = time.perf_counter(), 0
     for item in loader.epoch(epoch):
         total += item.x.nbytes + item.y.nbytes
     seconds = time.perf_counter() - start_time
     loader.close()
     return seconds, total
+
+
+MODES = {}
 
 
 def aggregate(comm, seconds, nbytes):
@@ -113,8 +120,13 @@ def main():
              "loader in order": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, False, r)}
     cases["shuffled, no prefetch"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r,
                                                            prefetch=False)
+    cases["shuffled, hdf5 reads"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r,
+                                                          "independent")
+    cases["in order, hdf5 reads"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, False, r,
+                                                          "independent")
     if comm is not None and comm.size > 1 and h5py.get_config().mpi:
-        cases["shuffled, collective"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r, True)
+        cases["shuffled, collective"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r,
+                                                              "collective")
     # last: its many small h5py reads slow the cases run right after it
     cases["raw h5py, shuffled"] = lambda r: raw_shuffled_read(path, comm, args.buffer_mb, args.batch, r)
     rates = {name: [] for name in cases}
@@ -127,6 +139,7 @@ def main():
         size_mb = os.path.getsize(path) / 2**20
         print(f"file {size_mb:.0f} MiB, {args.samples} x {args.length} x {args.features} float32, batch {args.batch}, "
               f"buffer {args.buffer_mb:g} MiB, {comm.size if comm else 1} rank(s), median of {args.repeats}")
+        print("  read modes used: " + ", ".join(f"{asked} -> {used}" for asked, used in MODES.items()))
         raw = statistics.median(rates["raw h5py"])
         for name, values in rates.items():
             median = statistics.median(values)

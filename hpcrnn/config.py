@@ -8,6 +8,7 @@ from hpcrnn.errors import ConfigError
 
 CELLS = ("gated", "lstm", "gru", "rnn")
 LOSSES = ("auto", "mse", "mae", "cross_entropy")
+READS = ("auto", "direct", "independent", "collective")     # hpcrnn.data.loader.choose_reads
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class DataConfig:
     gap: int = -1              # samples left out between train and val; -1 = automatic
     buffer_mb: float = 64.0
     prefetch: bool = True
+    reads: str = "auto"         # auto | direct | independent | collective (docs/data-format.md)
     shuffle: bool = True
     check_finite: bool = True
 
@@ -198,6 +200,7 @@ def _check(condition, where, message):
 def validate(c):
     _check(c.model.cell in CELLS, "model.cell", f"unknown cell {c.model.cell!r} (choose from {', '.join(CELLS)})")
     _check(c.model.loss in LOSSES, "model.loss", f"unknown loss {c.model.loss!r} (choose from {', '.join(LOSSES)})")
+    _check(c.data.reads in READS, "data.reads", f"unknown read mode {c.data.reads!r} (choose from {', '.join(READS)})")
     _check(c.model.dtype in ("float32", "float64"), "model.dtype", "must be float32 or float64")
     _check(c.model.hidden_size >= 1, "model.hidden_size", "must be >= 1")
     _check(c.model.num_layers >= 1, "model.num_layers", "must be >= 1")

@@ -21,11 +21,11 @@ def resolve_loss(name, info):
     return "mse" if name == "auto" else name
 
 
-def evaluate_split(model, info, split, loss, comm, batch_size):
+def evaluate_split(model, info, split, loss, comm, batch_size, reads="auto"):
     """Loss and metrics of `model` on samples [start, stop) of the file, summed over all ranks."""
     from hpcrnn.data.loader import iterate_in_order
     sums = np.zeros(len(STAT_KEYS))
-    for batch in iterate_in_order(info, split, batch_size, comm, dtype=model.dtype):
+    for batch in iterate_in_order(info, split, batch_size, comm, dtype=model.dtype, reads=reads):
         if len(batch.x):
             stats = model.per_sample_stats(batch.x, batch.y, loss, lengths=batch.lengths)
             sums += [stats.get(k, 0.0) for k in STAT_KEYS]

@@ -81,7 +81,7 @@ class Trainer:
         d = config.data
         self.loader = BatchLoader(info, split=splits["train"], global_batch=config.train.batch_size, comm=comm,
                                   seed=config.train.seed, shuffle=d.shuffle, buffer_mb=d.buffer_mb,
-                                  prefetch=d.prefetch, dtype=self.model.dtype)
+                                  prefetch=d.prefetch, dtype=self.model.dtype, reads=d.reads)
         self.steps_per_epoch = self.loader.steps_per_epoch
         total = self.steps_per_epoch * config.train.epochs
         self.total_steps = min(total, config.train.max_steps) if config.train.max_steps else total
@@ -196,7 +196,7 @@ class Trainer:
         if self.splits["val"][1] <= self.splits["val"][0]:
             return
         metrics = evaluate_split(self.model, self.info, self.splits["val"], self.loss, self.comm,
-                                 self.config.train.batch_size)
+                                 self.config.train.batch_size, self.config.data.reads)
         record = {"event": "eval", "split": "val", "step": self.step, "epoch": self.epoch, **metrics}
         self.writer.metrics(record)
         self.writer.say("eval " + " ".join(f"{k} {v:.5g}" for k, v in metrics.items() if k != "count"))

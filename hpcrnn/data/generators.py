@@ -94,7 +94,8 @@ def sines(indices, steps, features, seed, classes=0, continuous=False):
         amplitude, frequency, phase = shared or _sine_parameters(rng, features, fundamental)
         time = np.arange(steps, dtype=np.float64) + (int(index) * steps if continuous else 0)
         angle = 2 * np.pi * frequency[None] * time[:, None, None] + phase[None]
-        values[row] = (amplitude[None] * np.sin(angle)).sum(axis=2) + SINE_NOISE * rng.standard_normal((steps, features))
+        noise = SINE_NOISE * rng.standard_normal((steps, features))
+        values[row] = (amplitude[None] * np.sin(angle)).sum(axis=2) + noise
     return values, (labels if classes else None)
 
 

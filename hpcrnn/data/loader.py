@@ -2,11 +2,13 @@
 buffer window by buffer window, prefetched in a background thread; plus in-order iteration for evaluation
 and the train/val split rule. The epoch order depends on (seed, epoch, split, buffer), never on the ranks."""
 import math
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from hpcrnn.config import READS
 from hpcrnn.data.parallel import mpio_available, rank_of, size_of, thread_multiple
 from hpcrnn.data.prefetch import Prefetcher
 from hpcrnn.data.shard import blockdist, epoch_order, rank_positions
@@ -25,31 +27,66 @@ class Batch:
     t_io: float                # seconds the consumer spent waiting for or cutting this batch
 
 
-def choose_collective(comm, prefetch, collective):
-    """(collective, prefetch) actually used. collective=True: mpio collective reads on a duplicate of comm
-    when h5py has MPI and there are several ranks; the prefetch thread then needs MPI_THREAD_MULTIPLE, and
-    without it prefetch is turned off. None or False: independent reads (plain h5py, any build), the default:
-    with one regular hyperslab per read call, collective calls add a synchronisation per range and measured
-    10-30x slower here (docs/data-format.md)."""
-    if not collective or not mpio_available(comm):
-        return False, prefetch
-    if prefetch and not thread_multiple():
-        return True, False
-    return True, prefetch
+PARALLEL_FILE_SYSTEMS = ("lustre", "gpfs", "beegfs", "panfs", "pvfs2", "orangefs", "wekafs", "ceph", "fuse.dfuse")
 
 
-def limit_heap_growth(threshold=4 << 20):
-    """Fixes glibc's mmap threshold, so freed read buffers (> 4 MiB) go back to the system at once.
+def file_system(path):
+    """Type of the file system holding path, from /proc/self/mounts ("" where unknown)."""
+    try:
+        with open("/proc/self/mounts") as handle:
+            mounts = [line.split()[1:3] for line in handle if len(line.split()) > 2]
+    except OSError:
+        return ""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    for point, fs_type in mounts:
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs_type
+    return kind
 
-    glibc raises the threshold after each large free, after which buffers of a streaming reader pile up
-    in the heap and resident memory creeps to several times the buffer. Linux/glibc only; no-op elsewhere."""
+
+def choose_reads(comm, prefetch, reads, path):
+    """(reads, prefetch) actually used, reads being "direct", "independent" or "collective".
+
+    direct: rows copied from a memory map of the file (hpcrnn.data.mapped), the next group mapped in ahead;
+    a file that does not allow it (compressed, ...) is read with independent HDF5 reads. independent: plain
+    h5py reads on each rank. collective: mpio collective reads on a duplicate of comm (h5py with MPI and
+    several ranks, else independent); the prefetch thread then needs MPI_THREAD_MULTIPLE, else it is off.
+    auto: collective on a parallel file system (Lustre, GPFS, BeeGFS, ...) when h5py has MPI, where the
+    aggregation of collective MPI-IO keeps P ranks from each pulling whole chunks; direct elsewhere
+    (node-local disks, the page cache), where it measured 1.1-1.3x a raw h5py read and collective reads
+    0.03x (docs/data-format.md)."""
+    if reads not in READS:
+        raise DataError(f"{path}: data.reads must be one of {', '.join(READS)}, got {reads!r}")
+    if reads == "auto":
+        parallel = file_system(path) in PARALLEL_FILE_SYSTEMS
+        reads = "collective" if parallel and mpio_available(comm) else "direct"
+    if reads == "collective" and not mpio_available(comm):
+        reads = "independent"
+    if reads == "collective" and prefetch and not thread_multiple():
+        prefetch = False
+    return reads, prefetch
+
+
+def limit_heap_growth(threshold=4 << 20, keep=32 << 20):
+    """Fixes glibc's mmap threshold, so freed read buffers (> 4 MiB) go back to the system at once, and lets
+    the heap keep up to 32 MiB of freed memory for reuse.
+
+    glibc raises the mmap threshold after each large free, after which buffers of a streaming reader pile up
+    in the heap and resident memory creeps to several times the buffer. Fixing it also pins the trim
+    threshold at 128 KiB, so every freed batch went back to the system and the next one page-faulted its
+    memory in again (measured: 2x the time of an epoch of direct reads). Linux/glibc only; no-op elsewhere."""
     global _HEAP_LIMITED
     if _HEAP_LIMITED:
         return
     _HEAP_LIMITED = True
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold))     # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, int(threshold))     # M_MMAP_THRESHOLD
+        libc.mallopt(-1, int(keep))          # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -62,19 +99,20 @@ class BatchLoader:
 
     Global batch b of an epoch is order[b*B:(b+1)*B] of epoch_order(); rank r takes positions
     blockdist(len(batch), P, r) of it and reads only the rows under them. Memory: about 2 * buffer_mb / P
-    of read buffers plus one batch. collective: see choose_collective (default: independent reads)."""
+    of read buffers plus one batch (direct reads: two groups of mapped pages). reads: see choose_reads."""
 
     def __init__(self, info, split, global_batch, comm=None, seed=0, shuffle=True, buffer_mb=64.0,
-                 prefetch=True, dtype=np.float32, collective=None):
+                 prefetch=True, dtype=np.float32, reads="auto"):
         if global_batch < 1:
             raise DataError(f"{info.path}: global batch size must be >= 1, got {global_batch}")
         self.info, self.comm = info, comm
         self.split = (int(split[0]), int(split[1]))
         self.num_samples = max(0, self.split[1] - self.split[0])
         self.global_batch, self.seed, self.shuffle = int(global_batch), int(seed), bool(shuffle)
-        self.collective, self.prefetch = choose_collective(comm, prefetch, collective)
+        self.reads, self.prefetch = choose_reads(comm, prefetch, reads, info.path)
         limit_heap_growth()
-        self.source = open_source(info, comm, self.collective, dtype)
+        self.source = open_source(info, comm, self.reads, dtype)
+        self.reads = self.source.reads
         self.window_samples = max(1, int(buffer_mb * (1 << 20)) // self.source.sample_bytes)
         # One buffer window of batches per read group; two groups are resident (double buffering).
         self.group_batches = max(1, self.window_samples // self.global_batch)
@@ -83,7 +121,7 @@ class BatchLoader:
     def order(self, epoch):
         """Global sample indices of `epoch` in consumption order (the same on every rank)."""
         return epoch_order(self.split, self.seed, epoch, self.source.block_size, self.window_samples,
-                           self.shuffle)
+                           self.shuffle, self.global_batch)
 
     def _plan(self, order, first_batch, last_batch):
         """Per batch of [first_batch, last_batch): this rank's indices (batch order) and the global count."""
@@ -103,7 +141,7 @@ class BatchLoader:
     def epoch(self, epoch, start_step=0):
         """Yields steps_per_epoch - start_step Batch objects on every rank."""
         groups = list(self._groups(self.order(epoch), int(start_step)))
-        selections = [np.unique(np.concatenate([mine for mine, _ in group])) for group in groups]
+        selections = [np.concatenate([mine for mine, _ in group]) for group in groups]
         reader = Prefetcher(self.source.read, selections, threaded=self.prefetch)
         try:
             for group in groups:
@@ -116,6 +154,7 @@ class BatchLoader:
                     t_io = t_wait + time.perf_counter() - t1
                     t_wait = 0.0
                     yield Batch(x, y, lengths, count, mine, t_io)
+                self.source.release(arrays)
                 del arrays
                 reader.release()
         finally:
@@ -131,18 +170,20 @@ def rank_block(split, comm):
     return count, split[0] + offset
 
 
-def iterate_in_order(info, split, batch_size, comm=None, dtype=np.float32, collective=None):
+def iterate_in_order(info, split, batch_size, comm=None, dtype=np.float32, reads="auto"):
     """Yields Batch objects covering this rank's contiguous block of split in natural order; every rank
     yields the same number of batches (possibly empty). batch.indices - split[0] are the output rows."""
-    use_collective, _ = choose_collective(comm, False, collective)
-    source = open_source(info, comm, use_collective, dtype)
+    reads, _ = choose_reads(comm, False, reads, info.path)
+    source = open_source(info, comm, reads, dtype)
     count, start = rank_block(split, comm)
     largest, _ = blockdist(max(0, split[1] - split[0]), size_of(comm), 0)
     try:
         for first in range(0, largest, batch_size):
             t0 = time.perf_counter()
             indices = np.arange(start + min(first, count), start + min(first + batch_size, count), dtype=np.int64)
-            x, y, lengths = source.take(source.read(indices), indices)
+            arrays = source.read(indices)
+            x, y, lengths = source.take(arrays, indices)
+            source.release(arrays)
             yield Batch(x, y, lengths, -1, indices, time.perf_counter() - t0)
     finally:
         source.close()

@@ -25,13 +25,17 @@ def block_bounds(split, block_size):
     return np.concatenate([[start], inner, [stop]]).astype(np.int64)
 
 
-def epoch_order(split, seed, epoch, block_size, window_samples, shuffle=True):
+def epoch_order(split, seed, epoch, block_size, window_samples, shuffle=True, batch=0):
     """Global sample indices of one epoch, in the order they are consumed (int64 array of stop-start).
 
     Chunk-aligned blocks of samples are permuted, consecutive permuted blocks are grouped into windows of
     about window_samples (the read buffer), and the samples inside each window are shuffled, all with
-    np.random.default_rng([seed, epoch]). The order depends only on (split, seed, epoch, block_size,
-    window_samples), never on the number of ranks. shuffle=False gives the natural order."""
+    np.random.default_rng([seed, epoch]). With batch > 0, each consecutive global batch of that many
+    samples is then put in ascending order: which samples form a batch is unchanged (their order inside
+    it does not matter to a summed loss), and rank r's block of every batch (rank_positions) becomes the
+    r-th part of it by position in the file, so each rank touches about 1/P of a window's pages and
+    chunks. The order depends only on (split, seed, epoch, block_size, window_samples, batch), never on
+    the number of ranks. shuffle=False gives the natural order."""
     start, stop = int(split[0]), int(split[1])
     if not shuffle or stop <= start:
         return np.arange(start, stop, dtype=np.int64)
@@ -45,7 +49,12 @@ def epoch_order(split, seed, epoch, block_size, window_samples, shuffle=True):
                                  for b in permuted[first:first + blocks_per_window]])
         rng.shuffle(window)
         pieces.append(window)
-    return np.concatenate(pieces)
+    order = np.concatenate(pieces)
+    if batch > 0:
+        full = len(order) // batch * batch
+        order[:full] = np.sort(order[:full].reshape(-1, batch), axis=1).ravel()
+        order[full:] = np.sort(order[full:])
+    return order
 
 
 def rank_positions(batch_len, size, rank):

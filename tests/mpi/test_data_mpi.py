@@ -68,11 +68,13 @@ def gathered_epoch(info, split, batch_size, comm, **options):
         loader.close()
 
 
-@pytest.mark.parametrize("prefetch,collective", [(True, True), (False, True), (True, None)])
-def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, collective):
+@pytest.mark.parametrize("prefetch,reads", [(True, "collective"), (False, "collective"), (True, "direct"),
+                                            (False, "direct"), (True, "independent")])
+def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, reads):
     split = (4, 58)
-    loader, steps, mine = gathered_epoch(windows, split, 10, COMM, prefetch=prefetch, collective=collective)
-    assert loader.collective == (bool(collective) and h5py.get_config().mpi and COMM.size > 1)
+    loader, steps, mine = gathered_epoch(windows, split, 10, COMM, prefetch=prefetch, reads=reads)
+    parallel = h5py.get_config().mpi and COMM.size > 1
+    assert loader.reads == ("independent" if reads == "collective" and not parallel else reads)
     _, serial_steps, serial = gathered_epoch(windows, split, 10, None)
     assert steps == serial_steps == len(mine) == 6
     for batch, reference in zip(mine, serial):
@@ -85,11 +87,13 @@ def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, c
     assert sorted(everything.tolist()) == list(range(*split))
 
 
-def test_series_windows_under_collective_reads(folder):
-    path = os.path.join(folder, "s.h5")
+@pytest.mark.parametrize("reads", ["collective", "direct"])
+def test_series_windows_under_collective_and_direct_reads(folder, reads):
+    path = os.path.join(folder, f"s-{reads}.h5")
     on_rank_zero(fixtures.write_series, path, rows=150, lookback=6, horizon=3, stride=2, chunk=8)
     info = open_dataset(path, comm=COMM)
-    _, _, mine = gathered_epoch(info, (0, info.num_samples), 7, COMM, collective=True)
+    loader, _, mine = gathered_epoch(info, (0, info.num_samples), 7, COMM, reads=reads)
+    assert reads == "collective" or loader.reads == "direct"
     for batch in mine:
         starts = batch.indices * 2
         assert np.array_equal(batch.x[:, :, 0], starts[:, None] + np.arange(6))
@@ -99,13 +103,13 @@ def test_series_windows_under_collective_reads(folder):
 
 
 def test_tiny_split_and_batch_larger_than_data(windows):
-    _, steps, mine = gathered_epoch(windows, (20, 22), 8, COMM, collective=True)
+    _, steps, mine = gathered_epoch(windows, (20, 22), 8, COMM, reads="collective")
     assert steps == 1 and len(mine) == 1 and mine[0].global_count == 2
     assert COMM.allreduce(len(mine[0].x)) == 2 and mine[0].x.shape[1:] == (4, 3)
 
 
 def test_leaving_an_epoch_early_does_not_hang(windows):
-    loader = BatchLoader(windows, (0, 61), 4, comm=COMM, seed=0, buffer_mb=0.0005, collective=True)
+    loader = BatchLoader(windows, (0, 61), 4, comm=COMM, seed=0, buffer_mb=0.0005, reads="collective")
     for step, _ in enumerate(loader.epoch(0)):
         if step == 3:
             break
@@ -113,8 +117,9 @@ def test_leaving_an_epoch_early_does_not_hang(windows):
     loader.close()
 
 
-def test_in_order_iteration_blocks(windows):
-    batches = list(iterate_in_order(windows, (5, 50), 4, comm=COMM, collective=True))
+@pytest.mark.parametrize("reads", ["collective", "direct"])
+def test_in_order_iteration_blocks(windows, reads):
+    batches = list(iterate_in_order(windows, (5, 50), 4, comm=COMM, reads=reads))
     assert len(set(COMM.allgather(len(batches)))) == 1
     mine = np.concatenate([b.indices for b in batches])
     assert np.array_equal(np.concatenate(COMM.allgather(mine)), np.arange(5, 50))

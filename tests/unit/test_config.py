@@ -34,6 +34,7 @@ def test_round_trip_through_toml():
     (["optim.lr=-1"], "optim.lr: must be > 0"),
     (["optim.lr=nan"], "optim.lr: expected a finite number"),
     (["optim.name=rmsprop"], "optim.name: unknown optimizer"),
+    (["data.reads=mmap"], "data.reads: unknown read mode 'mmap'"),
     (["optim.nesterov=true"], "optim.nesterov: needs optim.momentum > 0"),
     (["train.nonfinite=ignore"], "train.nonfinite: must be skip or stop"),
     (["data.val_fraction=1.5"], "data.val_fraction"),

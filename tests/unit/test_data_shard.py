@@ -57,3 +57,12 @@ def test_coalesce_respects_budget_and_gap_limit():
     assert list(zip(*coalesce(starts, stops, budget=7, max_gap=100))) == [(0, 12), (30, 31)]
     assert list(zip(*coalesce(starts, stops, budget=7, max_gap=2))) == [(0, 5), (10, 12), (30, 31)]
     assert list(zip(*coalesce(starts, stops, budget=0, max_gap=2))) == list(zip(starts, stops))
+
+
+def test_epoch_order_sorts_each_global_batch_without_changing_its_members():
+    plain = epoch_order((0, 100), 4, 1, block_size=8, window_samples=40)
+    batched = epoch_order((0, 100), 4, 1, block_size=8, window_samples=40, batch=16)
+    for first in range(0, 100, 16):
+        members = batched[first:first + 16]
+        assert np.all(np.diff(members) > 0)
+        assert sorted(members.tolist()) == sorted(plain[first:first + 16].tolist())
