@@ -117,6 +117,7 @@ class BatchLoader:
         # One buffer window of batches per read group; two groups are resident (double buffering).
         self.group_batches = max(1, self.window_samples // self.global_batch)
         self.steps_per_epoch = math.ceil(self.num_samples / self.global_batch)
+        self.reader = None
 
     def order(self, epoch):
         """Global sample indices of `epoch` in consumption order (the same on every rank)."""
@@ -142,7 +143,7 @@ class BatchLoader:
         """Yields steps_per_epoch - start_step Batch objects on every rank."""
         groups = list(self._groups(self.order(epoch), int(start_step)))
         selections = [np.concatenate([mine for mine, _ in group]) for group in groups]
-        reader = Prefetcher(self.source.read, selections, threaded=self.prefetch)
+        reader = self.reader = Prefetcher(self.source.read, selections, threaded=self.prefetch)
         try:
             for group in groups:
                 t0 = time.perf_counter()
@@ -161,6 +162,8 @@ class BatchLoader:
             reader.close()
 
     def close(self):
+        if self.reader is not None:       # an epoch left suspended: stop its thread before the file goes
+            self.reader.close()
         self.source.close()
 
 

@@ -95,7 +95,7 @@ class MappedFile:
         """madvise over the byte ranges [begin[i], end[i]) of the file, widened to whole pages and merged.
         advice POPULATE maps the pages in (reading them if need be), on kernels older than Linux 5.14 it
         becomes MADV_WILLNEED (asynchronous readahead). The GIL is released during each call."""
-        if len(begin) == 0:
+        if len(begin) == 0 or self.map is None:      # never advise an address range that is no longer ours
             return
         first = (np.asarray(begin, dtype=np.int64) // PAGE) * PAGE
         last = np.minimum(-(-np.asarray(end, dtype=np.int64) // PAGE) * PAGE, self.size)
@@ -112,14 +112,17 @@ class MappedFile:
                 if advice == POPULATE and number == errno.EINVAL:
                     _POPULATE_WORKS, advice = False, mmap.MADV_WILLNEED
                     _madvise(self.base + a, z - a, advice)
-                elif advice == POPULATE:        # EFAULT: the file shrank under the map; reads will report it
+                elif advice == POPULATE:        # EFAULT or EIO: the file shrank under the map or cannot be read
                     raise OSError(number, f"{self.path}: cannot read ahead ({os.strerror(number)})")
 
     def close(self):
         if self.map is not None:
+            mapping, self.map = self.map, None
             del self.view
-            self.map.close()
-            self.map = None
+            try:
+                mapping.close()
+            except BufferError:                 # an array still exports it: unmapped when that is freed
+                pass
 
 
 class MappedDataset:

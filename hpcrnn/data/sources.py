@@ -1,6 +1,5 @@
-"""Readers of one rank's samples from a schema v1 file: `read(sorted indices)` fetches the rows under them
-(HDF5 reads of lightly sieved row ranges, collective or independent) or, for direct reads, only asks the
-kernel to read them ahead; `take(indices)` cuts a batch from what was read (direct: copies the rows straight
+"""Readers of one rank's samples from a schema v1 file: `read(indices)` fetches the rows under them (HDF5
+reads of lightly sieved row ranges, collective or independent) or, for direct reads, maps their pages in; `take(indices)` cuts a batch from what was read (direct: copies the rows straight
 from the memory-mapped file in batch order); `release` lets go of a read. One class per form: windows
 (stored samples) and series (windows cut on the fly)."""
 import atexit
@@ -12,7 +11,7 @@ from hpcrnn.data.mapped import POPULATE, MappedDataset, MappedFile, why_not_mapp
 from hpcrnn.data.parallel import calls_needed, chunk_length, open_file, read_ranges, transfer_list
 from hpcrnn.data.shard import coalesce, merge_ranges, runs_of
 
-READ_AHEAD = POPULATE
+READ_AHEAD = POPULATE         # how direct reads map a group in ahead of use (mapped.POPULATE or MADV_WILLNEED)
 SIEVE_GAP_BYTES = 32 << 10   # a gap cheaper to read through than one more hyperslab (~10 us)
 
 
@@ -77,7 +76,7 @@ class _Source:
     def close_mapping(self):
         if self.mapping is not None:
             self.mapping.close()
-        self.mapping, self.mapped = None, None
+        self.mapping, self.mapped, self.dropped = None, None, []
 
     def ranges(self, starts, stops, row_bytes):
         """Sieved ranges to read for the wanted ranges (at most as many extra rows as wanted rows), their

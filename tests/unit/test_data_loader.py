@@ -167,3 +167,13 @@ def test_streaming_ten_buffers_keeps_memory_bounded(tmp_path, reads):
     # two read groups of one buffer window each (direct: the mapped pages under them), one batch, and a few
     # MiB of one-off HDF5/h5py/thread state (measured; it does not grow with the file)
     assert float(growth_mb) < min(2 * buffer_mb + 12, 0.5 * file_mb), f"resident memory grew by {growth_mb} MiB"
+
+
+def test_closing_with_an_epoch_left_suspended_stops_its_thread(windows, reads):
+    loader = BatchLoader(windows, (0, 97), 8, seed=0, buffer_mb=0.001, reads=reads)
+    epoch = loader.epoch(0)
+    next(epoch)
+    assert loader.reader.thread.is_alive()
+    loader.close()
+    assert not loader.reader.thread.is_alive()
+    epoch.close()

@@ -154,3 +154,13 @@ def test_read_mode_choice(tmp_path, monkeypatch):
     assert choose_reads(object(), True, "auto", path) == ("collective", False)
     with pytest.raises(DataError, match="data.reads must be one of"):
         choose_reads(None, True, "mmap", path)
+
+
+def test_a_closed_map_is_never_advised(h5, monkeypatch):
+    handle, mapping = h5
+    rows = MappedDataset(mapping, handle["chunked"])
+    calls = []
+    monkeypatch.setattr(mapped, "_madvise", lambda *args: calls.append(args) or 0)
+    mapping.close()
+    rows.advise(np.array([0]), np.array([8]), mmap.MADV_DONTNEED)
+    assert calls == []
