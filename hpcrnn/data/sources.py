@@ -1,7 +1,8 @@
 """Readers of one rank's samples from a schema v1 file: `read(indices)` fetches the rows under them (HDF5
-reads of lightly sieved row ranges, collective or independent) or, for direct reads, maps their pages in; `take(indices)` cuts a batch from what was read (direct: copies the rows straight
-from the memory-mapped file in batch order); `release` lets go of a read. One class per form: windows
-(stored samples) and series (windows cut on the fly)."""
+reads of lightly sieved row ranges, collective or independent) or, for direct reads, maps their pages in;
+`take(indices)` cuts a batch from what was read (direct: copies the rows straight from the memory-mapped
+file in batch order); `release` lets go of a read. One class per form: windows (stored samples) and series
+(windows cut on the fly)."""
 import atexit
 import mmap
 
