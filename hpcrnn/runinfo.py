@@ -43,7 +43,9 @@ def threading():
         # The layer is chosen at the first parallel launch; probe one so the report is accurate.
         parallel._launch_threads()
         layer = numba.threading_layer()
+    from hpcrnn.kernels.common import CBLAS
     return {"numba_threads": numba.get_num_threads(), "numba_threading_layer": str(layer),
+            "kernel_blas": "numpy's bundled OpenBLAS (CBLAS)" if CBLAS else "scipy's BLAS (numba binding)",
             "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS", "unset")}
 
 

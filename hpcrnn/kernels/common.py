@@ -63,9 +63,72 @@ def _sigmoid_overload(x):
 
 
 # ---- GEMM --------------------------------------------------------------------------------------------
+def _numpy_cblas():
+    """{dtype: symbol} of the CBLAS sgemm/dgemm of the OpenBLAS bundled with numpy's wheels, registered with
+    LLVM under stable names, plus the integer width; ({}, 0) where numpy has no such library (then gemm
+    uses scipy's BLAS through numba's binding). numpy's OpenBLAS (0.3.31 here) ran the kernels' GEMM shapes
+    up to 1.4x faster than scipy's (0.3.30): bench/kernels.py, docs/kernels.md."""
+    import ctypes
+    import glob
+    import os
+    import llvmlite.binding as llvm
+    folder = os.path.dirname(os.path.dirname(np.__file__))
+    for path in sorted(glob.glob(os.path.join(folder, "numpy.libs", "libscipy_openblas*.so*"))):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix, width in (("64_", 64), ("", 32)):
+            names = {"f4": f"scipy_cblas_sgemm{suffix}", "f8": f"scipy_cblas_dgemm{suffix}"}
+            if all(hasattr(library, name) for name in names.values()):
+                symbols = {}
+                for kind, name in names.items():
+                    llvm.add_symbol(f"hpcrnn_cblas_{kind}gemm", ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
+                    symbols[kind] = f"hpcrnn_cblas_{kind}gemm"
+                return symbols, width
+    return {}, 0
+
+
+CBLAS, CBLAS_INT_BITS = _numpy_cblas()
+
+
+def _cblas_intrinsic(kind):
+    """A numba intrinsic calling the registered CBLAS ?gemm: (trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+    beta, c, ldc), row-major, integer arguments and addresses as int64, alpha/beta as the element type."""
+    from llvmlite import ir
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+    real = types.float32 if kind == "f4" else types.float64
+
+    @intrinsic
+    def call(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        signature = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, real, types.int64,
+                               types.int64, types.int64, types.int64, real, types.int64, types.int64)
+
+        def codegen(context, builder, sig, args):
+            enum, size = ir.IntType(32), ir.IntType(CBLAS_INT_BITS)
+            value = ir.FloatType() if kind == "f4" else ir.DoubleType()
+            pointer = cgutils.voidptr_t
+            function_type = ir.FunctionType(ir.VoidType(), [enum, enum, enum, size, size, size, value, pointer, size,
+                                                            pointer, size, value, pointer, size])
+            function = cgutils.get_or_insert_function(builder.module, function_type, CBLAS[kind])
+            ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = args
+            as_size = (lambda v: v) if CBLAS_INT_BITS == 64 else (lambda v: builder.trunc(v, size))
+            builder.call(function, [ir.Constant(enum, 101), builder.trunc(ta, enum), builder.trunc(tb, enum),
+                                    as_size(m), as_size(n), as_size(k), alpha, builder.inttoptr(a, pointer),
+                                    as_size(lda), builder.inttoptr(b, pointer), as_size(ldb), beta,
+                                    builder.inttoptr(c, pointer), as_size(ldc)])
+        return signature, codegen
+    return call
+
+
+_CBLAS_CALLS = {kind: _cblas_intrinsic(kind) for kind in CBLAS}
+
+
 def gemm(C, A, B, trans_a, trans_b, beta):
-    """C = op(A) @ op(B) + beta*C, op = transpose where asked, beta 0 or 1 (scipy's BLAS sgemm/dgemm through
-    numba's own binding). 2-D views whose rows are contiguous, any row stride; C writable."""
+    """C = op(A) @ op(B) + beta*C, op = transpose where asked, beta 0 or 1: numpy's bundled OpenBLAS through
+    its CBLAS interface where there is one, else scipy's BLAS through numba's binding. 2-D views whose rows
+    are contiguous, any row stride; C writable."""
     op_a = A.T if trans_a else A
     op_b = B.T if trans_b else B
     C[...] = op_a @ op_b + beta * C
@@ -81,6 +144,24 @@ def _leading_dim(X):
 
 @overload(gemm)
 def _gemm_overload(C, A, B, trans_a, trans_b, beta):
+    kind = "f4" if C.dtype == types.float32 else "f8"
+    if kind in _CBLAS_CALLS:
+        cblas = _CBLAS_CALLS[kind]
+        real = np.float32 if kind == "f4" else np.float64
+
+        def impl_cblas(C, A, B, trans_a, trans_b, beta):
+            m, n = C.shape
+            k = A.shape[0] if trans_a else A.shape[1]
+            if m == 0 or n == 0:
+                return
+            if beta != 0.0 and beta != 1.0:
+                raise ValueError("gemm: beta must be 0 or 1")
+            if k == 0:
+                C *= beta
+                return
+            cblas(112 if trans_a else 111, 112 if trans_b else 111, m, n, k, real(1.0), A.ctypes.data,
+                  _leading_dim(A), B.ctypes.data, _leading_dim(B), real(beta), C.ctypes.data, _leading_dim(C))
+        return impl_cblas
     ensure_blas()  # numba's check, at compile time, that scipy's BLAS (which np.dot in @njit uses too) imports
     xxgemm = _BLAS().numba_xxgemm(C.dtype)
     kind = ord("s") if C.dtype == types.float32 else ord("d")

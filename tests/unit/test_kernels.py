@@ -159,3 +159,13 @@ def test_gemm_on_strided_blocks(dtype, trans_a, trans_b):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     _gemm(out[1:6, 2:6], op_a, op_b, trans_a, trans_b, 0.0)
     np.testing.assert_allclose(out[1:6, 2:6], A @ B, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_calls_numpys_openblas_where_numpy_bundles_one():
+    import glob
+    import os
+    from hpcrnn.kernels import common
+    folder = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    if not glob.glob(os.path.join(folder, "libscipy_openblas*")):
+        pytest.skip(f"numpy has no bundled OpenBLAS in {folder}: gemm uses scipy's BLAS (tested above)")
+    assert set(common.CBLAS) == {"f4", "f8"} and common.CBLAS_INT_BITS in (32, 64)
