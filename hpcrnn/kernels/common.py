@@ -83,7 +83,8 @@ def _numpy_cblas():
             if all(hasattr(library, name) for name in names.values()):
                 symbols = {}
                 for kind, name in names.items():
-                    llvm.add_symbol(f"hpcrnn_cblas_{kind}gemm", ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
+                    address = ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                    llvm.add_symbol(f"hpcrnn_cblas_{kind}gemm", address)
                     symbols[kind] = f"hpcrnn_cblas_{kind}gemm"
                 return symbols, width
     return {}, 0
