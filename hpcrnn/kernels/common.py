@@ -65,13 +65,16 @@ def _sigmoid_overload(x):
 # ---- GEMM --------------------------------------------------------------------------------------------
 def _numpy_cblas():
     """{dtype: symbol} of the CBLAS sgemm/dgemm of the OpenBLAS bundled with numpy's wheels, registered with
-    LLVM under stable names, plus the integer width; ({}, 0) where numpy has no such library (then gemm
-    uses scipy's BLAS through numba's binding). numpy's OpenBLAS (0.3.31 here) ran the kernels' GEMM shapes
+    LLVM under stable names, plus the integer width; ({}, 0) where numpy has no such library or
+    HPCRNN_KERNEL_BLAS=scipy (then gemm uses scipy's BLAS through numba's binding; compiled kernels keep the
+    BLAS they were compiled with, so switching needs a fresh NUMBA_CACHE_DIR). numpy's OpenBLAS (0.3.31 here) ran the kernels' GEMM shapes
     up to 1.4x faster than scipy's (0.3.30): bench/kernels.py, docs/kernels.md."""
     import ctypes
     import glob
     import os
     import llvmlite.binding as llvm
+    if os.environ.get("HPCRNN_KERNEL_BLAS", "numpy") == "scipy":
+        return {}, 0
     folder = os.path.dirname(os.path.dirname(np.__file__))
     for path in sorted(glob.glob(os.path.join(folder, "numpy.libs", "libscipy_openblas*.so*"))):
         try:

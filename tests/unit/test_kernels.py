@@ -1,6 +1,8 @@
 """Kernel correctness: gradients against float64 central finite differences for every cell x head x loss x
 depth x (with/without lengths), forward outputs against the plain NumPy reference, float32 against float64,
 and the shared pieces (fast tanh, strided GEMM)."""
+import os
+
 import numpy as np
 import pytest
 from numba import njit
@@ -169,3 +171,39 @@ def test_gemm_calls_numpys_openblas_where_numpy_bundles_one():
     if not glob.glob(os.path.join(folder, "libscipy_openblas*")):
         pytest.skip(f"numpy has no bundled OpenBLAS in {folder}: gemm uses scipy's BLAS (tested above)")
     assert set(common.CBLAS) == {"f4", "f8"} and common.CBLAS_INT_BITS in (32, 64)
+
+
+SCIPY_BLAS_RUN = """
+import sys, numpy as np, hpcrnn
+from hpcrnn.kernels import common
+assert not common.CBLAS, "HPCRNN_KERNEL_BLAS=scipy was not honoured"
+out = {}
+for dtype in (np.float32, np.float64):
+    model = hpcrnn.Model(cell="rnn", input_size=3, hidden_size=5, output_size=2, num_layers=2, dtype=dtype, seed=1)
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((4, 6, 3)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
+    loss, grads = model.loss_and_grad(x, y)
+    out.update({f"{np.dtype(dtype).name}/{k}": v for k, v in grads.items()})
+    out[f"{np.dtype(dtype).name}/loss"] = np.array(loss)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_the_scipy_blas_path_gives_the_same_gradients(tmp_path):
+    import subprocess
+    import sys
+    env = {**os.environ, "HPCRNN_KERNEL_BLAS": "scipy", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", SCIPY_BLAS_RUN, str(tmp_path / "g.npz")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    theirs = np.load(tmp_path / "g.npz")
+    for dtype in (np.float32, np.float64):
+        model = hpcrnn.Model(cell="rnn", input_size=3, hidden_size=5, output_size=2, num_layers=2, dtype=dtype, seed=1)
+        rng = np.random.default_rng(2)
+        x, y = rng.standard_normal((4, 6, 3)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
+        loss, grads = model.loss_and_grad(x, y)
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        name = np.dtype(dtype).name
+        np.testing.assert_allclose(loss, theirs[f"{name}/loss"], rtol=rtol)
+        for key, value in grads.items():
+            np.testing.assert_allclose(value, theirs[f"{name}/{key}"], rtol=rtol, atol=rtol * 1e-3)
