@@ -67,8 +67,8 @@ def _numpy_cblas():
     """{dtype: symbol} of the CBLAS sgemm/dgemm of the OpenBLAS bundled with numpy's wheels, registered with
     LLVM under stable names, plus the integer width; ({}, 0) where numpy has no such library or
     HPCRNN_KERNEL_BLAS=scipy (then gemm uses scipy's BLAS through numba's binding; compiled kernels keep the
-    BLAS they were compiled with, so switching needs a fresh NUMBA_CACHE_DIR). numpy's OpenBLAS (0.3.31 here) ran the kernels' GEMM shapes
-    up to 1.4x faster than scipy's (0.3.30): bench/kernels.py, docs/kernels.md."""
+    BLAS they were compiled with, so switching needs a fresh NUMBA_CACHE_DIR). numpy's OpenBLAS (0.3.31
+    here) made training steps 8-20% faster than scipy's (0.3.30): bench/kernels.py, docs/kernels.md."""
     import ctypes
     import glob
     import os
