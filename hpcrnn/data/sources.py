@@ -12,7 +12,6 @@ from hpcrnn.data.mapped import POPULATE, MappedDataset, MappedFile, why_not_mapp
 from hpcrnn.data.parallel import calls_needed, chunk_length, open_file, read_ranges, transfer_list
 from hpcrnn.data.shard import coalesce, merge_ranges, runs_of
 
-READ_AHEAD = POPULATE         # how direct reads map a group in ahead of use (mapped.POPULATE or MADV_WILLNEED)
 SIEVE_GAP_BYTES = 32 << 10   # a gap cheaper to read through than one more hyperslab (~10 us)
 
 
@@ -47,8 +46,8 @@ class _Source:
                 self.close_mapping()
         self.reads = "independent"
 
-    def advise(self, mapped, starts, stops, advice):
-        for dataset in mapped:
+    def advise(self, starts, stops, advice):
+        for dataset in self.mapped:
             dataset.advise(starts, stops, advice)
 
     def release(self, arrays):
@@ -60,8 +59,8 @@ class _Source:
     def map_ahead(self, starts, stops):
         """Direct reads: drops the pages of released reads, then maps in the pages under the row ranges."""
         while self.dropped:
-            self.advise(self.mapped, *self.dropped.pop(), mmap.MADV_DONTNEED)
-        self.advise(self.mapped, starts, stops, READ_AHEAD)
+            self.advise(*self.dropped.pop(), mmap.MADV_DONTNEED)
+        self.advise(starts, stops, POPULATE)
         return {"advised": (starts, stops)}
 
     @staticmethod

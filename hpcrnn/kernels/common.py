@@ -146,6 +146,21 @@ def _leading_dim(X):
     return max(X.strides[0] // X.itemsize if rows > 1 else cols, cols, 1)
 
 
+@njit(inline="always")
+def _gemm_sizes(C, A, trans_a, beta):
+    """(m, n, k) of C = op(A) op(B) + beta*C, with k = 0 when no multiply is left to do (C empty, or k = 0
+    and C already scaled by beta)."""
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    if m == 0 or n == 0:
+        return m, n, 0
+    if beta != 0.0 and beta != 1.0:
+        raise ValueError("gemm: beta must be 0 or 1")
+    if k == 0:
+        C *= beta
+    return m, n, k
+
+
 @overload(gemm)
 def _gemm_overload(C, A, B, trans_a, trans_b, beta):
     kind = "f4" if C.dtype == types.float32 else "f8"
@@ -154,14 +169,8 @@ def _gemm_overload(C, A, B, trans_a, trans_b, beta):
         real = np.float32 if kind == "f4" else np.float64
 
         def impl_cblas(C, A, B, trans_a, trans_b, beta):
-            m, n = C.shape
-            k = A.shape[0] if trans_a else A.shape[1]
-            if m == 0 or n == 0:
-                return
-            if beta != 0.0 and beta != 1.0:
-                raise ValueError("gemm: beta must be 0 or 1")
+            m, n, k = _gemm_sizes(C, A, trans_a, beta)
             if k == 0:
-                C *= beta
                 return
             cblas(112 if trans_a else 111, 112 if trans_b else 111, m, n, k, real(1.0), A.ctypes.data,
                   _leading_dim(A), B.ctypes.data, _leading_dim(B), real(beta), C.ctypes.data, _leading_dim(C))
@@ -172,14 +181,8 @@ def _gemm_overload(C, A, B, trans_a, trans_b, beta):
     one_zero = np.array([1.0, 0.0], np.float32 if C.dtype == types.float32 else np.float64)  # a constant
 
     def impl(C, A, B, trans_a, trans_b, beta):
-        m, n = C.shape
-        k = A.shape[0] if trans_a else A.shape[1]
-        if m == 0 or n == 0:
-            return
-        if beta != 0.0 and beta != 1.0:
-            raise ValueError("gemm: beta must be 0 or 1")
+        m, n, k = _gemm_sizes(C, A, trans_a, beta)
         if k == 0:
-            C *= beta
             return
         # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands, keep the flags.
         xxgemm(kind, ord("T") if trans_b else ord("N"), ord("T") if trans_a else ord("N"), n, m, k,
