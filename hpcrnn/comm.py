@@ -1,8 +1,11 @@
-"""The only importer of mpi4py: the world, the fused Allreduce, broadcast, agreement and abort-on-error."""
+"""The only importer of mpi4py: communicators, the fused Allreduce, broadcasts, reductions, agreement on
+errors and abort-on-error. Every function takes a real communicator (`self_comm()` when serial), never None."""
 import sys
 import time
 
 import numpy as np
+
+from hpcrnn.errors import HpcrnnError
 
 
 ABORT_GRACE_S = 1.0   # lets the launcher forward a rank's last message before MPI_Abort kills the job
@@ -12,6 +15,23 @@ def world():
     """Returns MPI.COMM_WORLD (a singleton of size 1 when started without a launcher)."""
     from mpi4py import MPI
     return MPI.COMM_WORLD
+
+
+def self_comm():
+    """MPI.COMM_SELF: the communicator of serial work (a size-1 group)."""
+    from mpi4py import MPI
+    return MPI.COMM_SELF
+
+
+def thread_multiple():
+    """True when MPI was initialised with MPI_THREAD_MULTIPLE."""
+    from mpi4py import MPI
+    return MPI.Query_thread() == MPI.THREAD_MULTIPLE
+
+
+def mpi4py_version():
+    import mpi4py
+    return mpi4py.__version__
 
 
 def library_version():
@@ -96,17 +116,46 @@ def bcast_array(comm, array, root=0):
 
 
 def max_value(comm, value):
+    """The largest of each rank's `value` (a Python number), on every rank."""
     if comm.size == 1:
         return value
     from mpi4py import MPI
     return comm.allreduce(value, op=MPI.MAX)
 
 
+def allreduce_min(comm, array):
+    """Element-wise minimum of `array` (a numpy array) over all ranks, as a new array on every rank."""
+    out = np.array(array, copy=True)
+    if comm.size > 1:
+        from mpi4py import MPI
+        comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.MIN)
+    return out
+
+
+def bcast_object(comm, value, root=0):
+    """Broadcasts a small picklable object from root."""
+    return value if comm.size == 1 else comm.bcast(value, root=root)
+
+
+def bcast_arrays(comm, arrays, root=0):
+    """Gives every rank root's {name: ndarray}: the layout by a small object broadcast, the contents by buffer
+    broadcasts (no 2 GiB pickle limit). Other ranks pass anything (ignored); returns the dict on every rank."""
+    if comm.size == 1:
+        return arrays
+    layout = comm.bcast({k: (v.shape, v.dtype.str) for k, v in arrays.items()} if comm.rank == root else None,
+                        root=root)
+    if comm.rank != root:
+        arrays = {k: np.empty(shape, dtype) for k, (shape, dtype) in layout.items()}
+    for key in sorted(layout):
+        comm.Bcast(arrays[key], root=root)
+    return arrays
+
+
 def abort(comm, message, code=1):
     """Ends the whole job from one rank: prints `message` and calls MPI_Abort (size > 1) or exits."""
     sys.stderr.write(message.rstrip() + "\n")
     sys.stderr.flush()
-    if comm is not None and comm.size > 1:
+    if comm.size > 1:
         time.sleep(ABORT_GRACE_S)
         comm.Abort(code)
     sys.exit(code)
@@ -116,10 +165,19 @@ def agree_error(comm, message):
     """Collective: returns the first rank's error message if any rank has one (None otherwise).
 
     Lets every rank raise the same error together instead of one rank raising while others wait."""
-    if comm is None or comm.size == 1:
+    if comm.size == 1:
         return message
     messages = comm.allgather(message)
     return next((m for m in messages if m), None)
+
+
+def agree(comm, message, error=HpcrnnError):
+    """Collective: every rank raises error(first message found, lowest rank first) when any rank has one.
+
+    Call it at the same point on every rank; `message` is None where that rank found nothing wrong."""
+    message = agree_error(comm, message)
+    if message:
+        raise error(message)
 
 
 def fused_buffer(num_params, extras, dtype):
