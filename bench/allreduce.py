@@ -18,7 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcrnn import comm as mpi
-from hpcrnn.train import EXTRAS
+EXTRAS = mpi.FusedExchange.TAIL
 
 
 def time_raw(comm, buf, repeats):
@@ -32,13 +32,12 @@ def time_raw(comm, buf, repeats):
 
 
 def time_fused(comm, num_params, repeats, timeout_s):
-    buf, grad, extras = mpi.fused_buffer(num_params, EXTRAS, np.float32)
+    fused = mpi.FusedExchange(comm, num_params, np.float32, [], timeout_s, overlap=False)
     times = []
     for _ in range(repeats):
         comm.Barrier()
         t0 = time.perf_counter()
-        extras[:] = (1.0, 8.0, 0.0, 0.0)
-        mpi.allreduce_sum(comm, buf, timeout_s)
+        fused.finish(1.0, 8.0, False)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -63,15 +62,14 @@ def step_time(comm, batch_per_rank, steps):
     rng = np.random.default_rng(comm.rank)
     x = rng.standard_normal((batch_per_rank, 50, 16)).astype(np.float32)
     y = rng.standard_normal((batch_per_rank, 1)).astype(np.float32)
-    buf, grad, extras = mpi.fused_buffer(model.num_params, EXTRAS, np.float32)
+    fused = mpi.FusedExchange(comm, model.num_params, np.float32, [], 600.0, overlap=False)
     times = []
     for _ in range(steps):
         comm.Barrier()
         t0 = time.perf_counter()
-        buf[:] = 0
-        extras[:2] = (model.forward_backward(x, y, grad), len(x))
-        mpi.allreduce_sum(comm, buf, 600.0)
-        model.params -= (1e-3 / extras[1]) * grad
+        fused.start()
+        totals = fused.finish(model.forward_backward(x, y, fused.grad), len(x), False)
+        model.params -= (1e-3 / totals.count) * fused.grad
         times.append(time.perf_counter() - t0)
     return statistics.median(times[2:])
 

@@ -117,7 +117,8 @@ def gflops(cell, shape, ms):
 def sgemm_gflops(size=2048, repeats=5):
     """(GFLOP/s, name) of one large single-threaded sgemm through the BLAS the kernels call (numpy's bundled
     OpenBLAS, else scipy's), best of repeats: the practical ceiling of a GEMM-bound training step here."""
-    from hpcrnn.kernels.common import CBLAS
+    from hpcrnn.kernels.common import load_blas
+    CBLAS = load_blas()[0]
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)

@@ -1,20 +1,46 @@
-"""Atomic HDF5 checkpoints (parameters, optimizer state, position, config, checksum), resume, retention."""
+"""Checkpoints: the file layout (parameters, optimizer state, position, config, checksum) in both directions,
+atomic writes, the newest valid one, retention, sharing a loaded one with every rank, and what a preemption
+ends with (Preempted, PREEMPTED_EXIT; the signal handler is process.StopSignal)."""
 import glob
 import hashlib
 import json
 import os
 import re
+import stat
 
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.errors import HpcrnnError
 
 FORMAT = 1
+PREEMPTED_EXIT = 75          # the exit code after a preemption signal and its checkpoint: requeue me
 _NAME = re.compile(r"step-(\d{9})\.h5$")
+_PARAMS, _OPTIMIZER = "params/", "optimizer/"
 
 
 class CheckpointError(HpcrnnError):
     """A checkpoint that is missing, truncated or fails its checksum."""
+
+
+class Preempted(Exception):
+    """Training stopped at a step boundary after a preemption signal; a checkpoint was written."""
+
+    def __init__(self, step, path):
+        super().__init__(f"preempted at step {step}; checkpoint {path}")
+        self.step, self.path = step, path
+
+
+def pack(params, optimizer_state):
+    """The arrays of a training checkpoint from {name: parameter} and {name: optimizer array}."""
+    return {**{_PARAMS + k: v for k, v in params.items()}, **{_OPTIMIZER + k: v for k, v in optimizer_state.items()}}
+
+
+def unpack(arrays):
+    """Inverse of pack: ({name: parameter}, {name: optimizer array})."""
+    params = {k[len(_PARAMS):]: v for k, v in arrays.items() if k.startswith(_PARAMS)}
+    optimizer_state = {k[len(_OPTIMIZER):]: v for k, v in arrays.items() if k.startswith(_OPTIMIZER)}
+    return params, optimizer_state
 
 
 def _digest(arrays, meta):
@@ -100,8 +126,33 @@ def list_checkpoints(directory):
     return sorted(found, key=lambda p: int(_NAME.search(p).group(1)), reverse=True)
 
 
+_VERIFIED = {}   # (path, mtime_ns, size) -> whether that version of the file verified
+
+
+def verifies(path):
+    """True when `path` is a regular file holding a complete hpcrnn checkpoint whose checksum matches
+    (remembered per version of the file, so each is read once)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        return False
+    key = (os.path.abspath(path), info.st_mtime_ns, info.st_size)
+    if key not in _VERIFIED:
+        try:
+            load(path)
+            _VERIFIED[key] = True
+        except CheckpointError:
+            _VERIFIED[key] = False
+    return _VERIFIED[key]
+
+
 def prune(directory, keep):
-    for old in list_checkpoints(directory)[keep:]:
+    """Deletes the checkpoints beyond the newest `keep` ones that verify. A file named like a checkpoint that
+    does not verify (damaged, or not written by hpcrnn) is never deleted and never counts as one."""
+    valid = [path for path in list_checkpoints(directory) if verifies(path)]
+    for old in valid[max(keep, 1):]:
         os.remove(old)
 
 
@@ -119,26 +170,17 @@ def load_latest(directory, warn=print):
 
 def load_shared(comm, find):
     """Runs `find()` -> (path, arrays, meta) or None on rank 0 and gives every rank the result: metadata by
-    a small pickled broadcast, arrays by buffer broadcasts (no 2 GiB pickle limit for large models). A
+    a small object broadcast, arrays by buffer broadcasts (no 2 GiB pickle limit for large models). A
     CheckpointError on rank 0 is raised on every rank."""
-    from hpcrnn.comm import agree_error
     found, error = None, None
     if comm.rank == 0:
         try:
             found = find()
         except CheckpointError as exc:
             error = str(exc)
-    error = agree_error(comm, error)
-    if error:
-        raise CheckpointError(error)
-    if comm.size == 1:
-        return found
-    head = None if found is None else (found[0], {k: (v.shape, v.dtype.str) for k, v in found[1].items()}, found[2])
-    head = comm.bcast(head, root=0)
+    mpi.agree(comm, error, CheckpointError)
+    head = mpi.bcast_object(comm, None if found is None else (found[0], found[2]))
     if head is None:
         return None
-    path, layout, meta = head
-    arrays = found[1] if comm.rank == 0 else {k: np.empty(shape, dtype) for k, (shape, dtype) in layout.items()}
-    for key in sorted(layout):
-        comm.Bcast(arrays[key], root=0)
-    return path, arrays, meta
+    arrays = mpi.bcast_arrays(comm, found[1] if comm.rank == 0 else None)
+    return head[0], arrays, head[1]

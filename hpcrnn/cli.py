@@ -1,11 +1,6 @@
 """Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|scaling|jobs|info`, serial or under MPI."""
 import argparse
-import os
 import sys
-
-# One BLAS thread per rank unless the user chose otherwise; must be set before numpy is imported.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 TRAIN_FLAGS = {  # flag -> (config key, type)
     "data": ("data.path", str), "cell": ("model.cell", str), "hidden": ("model.hidden_size", int),
@@ -59,19 +54,14 @@ def train_config(args):
     return config
 
 
-def set_threads(config):
-    import numba
-    wanted = config.train.numba_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "1") or 1)
-    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
-
-
 def cmd_train(args, comm):
+    from hpcrnn.checkpoint import PREEMPTED_EXIT, Preempted
+    from hpcrnn.process import set_threads
     from hpcrnn.run import train
-    from hpcrnn.train import PREEMPTED_EXIT, Preempted
     config = train_config(args)
     set_threads(config)
     try:
-        summary = train(config, comm)
+        summary = train(config, comm, stop=args.stop)
     except Preempted as stop:
         if comm.rank == 0:
             print(f"hpcrnn: {stop}; exit {PREEMPTED_EXIT} (requeue to resume with --resume auto)", flush=True)
@@ -118,7 +108,12 @@ def dispatch(args, comm):
 
 
 def main(argv=None):
+    from hpcrnn.process import setup_process
+    setup_process()                       # before anything loads numpy
     args = build_parser().parse_args(argv)
+    if args.command == "train":           # from the start: a signal never finds the default handler
+        from hpcrnn.process import StopSignal
+        args.stop = StopSignal().install()
     from hpcrnn.comm import world
     from hpcrnn.errors import HpcrnnError
     comm = world()

@@ -180,7 +180,50 @@ def agree(comm, message, error=HpcrnnError):
         raise error(message)
 
 
-def fused_buffer(num_params, extras, dtype):
-    """One flat buffer: [gradients | extras]; the gradient part is a view, so one Allreduce moves all."""
-    buf = np.zeros(num_params + extras, dtype=np.float64 if dtype == np.float64 else dtype)
-    return buf, buf[:num_params], buf[num_params:]
+class Totals:
+    """The reduced tail of the fused buffer: summed loss and sample count, whether any rank saw a non-finite
+    loss, whether any rank was asked to stop."""
+
+    def __init__(self, tail):
+        self.loss_sum, self.count = float(tail[0]), float(tail[1])
+        self.nonfinite, self.stop = bool(tail[2] > 0), bool(tail[3] > 0)
+
+
+class FusedExchange:
+    """One flat buffer [gradients | loss sum | sample count | non-finite flag | stop flag] summed over the
+    ranks in one Allreduce (or, with overlap, one non-blocking reduction per layer as BPTT finishes it, top
+    layer first, then the head and the tail). `grad` is the gradient part, for the model to add into.
+
+    Every rank makes the same calls in the same order, also a rank with an empty batch."""
+
+    TAIL = 4
+
+    def __init__(self, comm, num_params, dtype, layer_spans, timeout_s, overlap):
+        self.comm, self.timeout_s, self.layer_spans = comm, timeout_s, list(layer_spans)
+        self.overlap = overlap and comm.size > 1
+        self.buffer = np.zeros(num_params + self.TAIL, dtype=np.float64 if dtype == np.float64 else dtype)
+        self.grad, self.tail = self.buffer[:num_params], self.buffer[num_params:]
+        self.posted = []
+
+    def start(self):
+        """Zeroes the buffer for a new step."""
+        self.buffer[:] = 0
+        self.posted = []
+
+    def layer_done(self, layer):
+        """BPTT finished `layer`'s gradient: with overlap, start reducing its slice."""
+        if self.overlap:
+            start, stop = self.layer_spans[layer]
+            self.posted.append(start_allreduce(self.comm, self.buffer[start:stop]))
+
+    def finish(self, loss_sum, count, stop_requested):
+        """Fills the tail and completes the reduction (the stall inspector watches it); returns Totals."""
+        self.tail[:] = (loss_sum, count, 0.0 if np.isfinite(loss_sum) else 1.0, 1.0 if stop_requested else 0.0)
+        if not self.overlap:
+            allreduce_sum(self.comm, self.buffer, self.timeout_s)
+            return Totals(self.tail)
+        for layer in range(len(self.layer_spans) - 1 - len(self.posted), -1, -1):
+            self.layer_done(layer)          # layers BPTT never reported (an empty batch), in the same order
+        self.posted.append(start_allreduce(self.comm, self.buffer[self.layer_spans[-1][1]:]))
+        wait(self.comm, self.posted, self.timeout_s, "gradient allreduce")
+        return Totals(self.tail)

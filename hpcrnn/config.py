@@ -5,9 +5,10 @@ import tomllib
 from dataclasses import dataclass, field, fields
 
 from hpcrnn.errors import ConfigError
+from hpcrnn.kernels import CELLS
+from hpcrnn.kernels import LOSSES as MODEL_LOSSES
 
-CELLS = ("gated", "lstm", "gru", "rnn")
-LOSSES = ("auto", "mse", "mae", "cross_entropy")
+LOSSES = ("auto",) + MODEL_LOSSES              # auto: cross_entropy for labels, mse otherwise
 READS = ("auto", "direct", "independent", "collective")     # hpcrnn.data.loader.choose_reads
 
 
@@ -73,6 +74,7 @@ class CheckpointConfig:
     every_steps: int = 0        # 0 = only at epoch ends
     every_epochs: int = 1
     keep: int = 3
+    max_failures: int = 3       # checkpoints that may fail in a row before the run stops (the final one: none)
     resume: str = "never"       # never | auto | PATH
 
 
@@ -225,6 +227,7 @@ def validate(c):
     _check(0 <= c.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
     _check(c.data.buffer_mb > 0, "data.buffer_mb", "must be > 0")
     _check(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
+    _check(c.checkpoint.max_failures >= 1, "checkpoint.max_failures", "must be >= 1")
     _check(c.checkpoint.every_steps >= 0 and c.checkpoint.every_epochs >= 0, "checkpoint.every_*", "must be >= 0")
     return c
 

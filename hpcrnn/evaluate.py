@@ -5,9 +5,15 @@ import math
 import numpy as np
 
 from hpcrnn import comm as mpi
-from hpcrnn.errors import DataError
+from hpcrnn.errors import ConfigError, DataError
 
 STAT_KEYS = ("loss_sum", "count", "sq_err_sum", "abs_err_sum", "elem_count", "correct")
+
+
+def check_batch_size(batch_size):
+    """The one check of --batch-size for evaluate and predict (train's is train.batch_size)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"--batch-size: must be an integer >= 1, got {batch_size!r}")
 
 
 def resolve_loss(name, info):
@@ -44,12 +50,10 @@ def evaluate_split(model, info, split, loss, comm, batch_size, reads="auto"):
 
 
 def model_from_checkpoint(arrays, meta):
+    from hpcrnn.checkpoint import unpack
     from hpcrnn.model import Model
-    m = meta["model"]
-    model = Model(cell=m["cell"], input_size=m["input_size"], hidden_size=m["hidden_size"],
-                  num_layers=m["num_layers"], output_size=m["output_size"], head=m["head"],
-                  dtype=np.dtype(m["dtype"]).type, seed=0)
-    model.load_state_dict({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
+    model = Model.from_meta(meta["model"])
+    model.load_state_dict(unpack(arrays)[0])
     return model
 
 
@@ -67,12 +71,12 @@ def load_model_everywhere(path, comm):
     raises the same error if there is none."""
     import os
     from hpcrnn.checkpoint import CheckpointError, load, load_latest, load_shared
+    from hpcrnn.rundir import checkpoint_folder
 
     def find():
         if not os.path.isdir(path):
             return (path, *load(path))
-        folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-        found = load_latest(folder, warn=lambda text: print(text, flush=True))
+        found = load_latest(checkpoint_folder(path), warn=lambda text: print(text, flush=True))
         if found is None:
             raise CheckpointError(f"{path}: no valid checkpoint (step-*.h5) in this directory")
         return found
@@ -83,6 +87,7 @@ def load_model_everywhere(path, comm):
 
 def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256):
     from hpcrnn.data.schema import open_dataset
+    check_batch_size(batch_size)
     model, meta, checkpoint_path = load_model_everywhere(checkpoint_path, comm)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)

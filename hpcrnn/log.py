@@ -1,4 +1,5 @@
-"""Rank-0 output: JSON-lines metrics, a progress display (bar on a terminal, lines in a log), messages.
+"""Rank-0 output: JSON-lines metrics, a progress display (bar on a terminal, lines in a log), messages;
+and the phase clock that times a step's phases.
 
 Other ranks get a writer that does nothing, so the training loop never asks which rank it is on."""
 import json
@@ -14,14 +15,18 @@ class Writer:
         self.active = active
         self.stream = stream or sys.stdout
         self._file = None
-        if active and metrics_path:
-            os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-            self._file = open(metrics_path, "a", buffering=1)
+        self.open_metrics(metrics_path)
         if progress == "auto":
             progress = "bar" if self.stream.isatty() else "line"
         self.progress_mode = progress
         self._bar_open = False
         self._t_last = time.perf_counter()
+
+    def open_metrics(self, metrics_path):
+        """Appends metrics records to metrics_path from now on (nothing on an inactive writer or for None)."""
+        if self.active and metrics_path:
+            os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+            self._file = open(metrics_path, "a", buffering=1)
 
     def metrics(self, record):
         if self._file:
@@ -59,6 +64,20 @@ class Writer:
         if self._file:
             self._file.close()
             self._file = None
+
+
+class PhaseClock:
+    """Times consecutive phases: lap(name) adds the seconds since the previous lap (or creation) to
+    times[name]."""
+
+    def __init__(self):
+        self.times = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def write_json(path, record):

@@ -6,6 +6,7 @@ import numpy as np
 
 from hpcrnn.kernels import CELLS, head, stack
 from hpcrnn.kernels.checks import check_batch, check_config, check_state
+from hpcrnn.kernels.common import load_blas
 
 _WORKSPACES_KEPT = 4  # (batch, steps) shapes whose buffers stay allocated (train + eval + a last partial batch)
 
@@ -30,7 +31,9 @@ class Model:
     def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_layers=1, output_size=1,
                  head="last", dtype=np.float32, seed=0):
         self.dtype = check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype)
+        load_blas()   # before any kernel is compiled or loaded from cache
         self.cell, self.head = cell, head
+        self.spec = CELLS[cell]
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.num_layers, self.output_size = int(num_layers), int(output_size)
         layout = parameter_layout(cell, self.input_size, self.hidden_size, self.num_layers, self.output_size)
@@ -44,6 +47,19 @@ class Model:
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params[...] = np.random.default_rng(seed).uniform(-bound, bound, self.num_params)
         self._workspaces = OrderedDict()
+
+    def meta(self):
+        """The constructor's arguments as JSON-able values (what a checkpoint records); see from_meta."""
+        return {"cell": self.cell, "input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "output_size": self.output_size, "head": self.head,
+                "dtype": np.dtype(self.dtype).name}
+
+    @classmethod
+    def from_meta(cls, meta, seed=0):
+        """A model of the shape `meta` describes (keys of meta(); other keys are ignored)."""
+        return cls(cell=meta["cell"], input_size=meta["input_size"], hidden_size=meta["hidden_size"],
+                   num_layers=meta["num_layers"], output_size=meta["output_size"], head=meta["head"],
+                   dtype=np.dtype(meta["dtype"]).type, seed=seed)
 
     # ---- parameters ------------------------------------------------------------------------------------
     def unflatten(self, flat):
@@ -121,7 +137,7 @@ class Model:
 
     def _empty_state(self):
         zeros = np.zeros((0, self.hidden_size), self.dtype)
-        pair = CELLS[self.cell].carries_c
+        pair = self.spec.carries_c
         return [(zeros.copy(), zeros.copy()) if pair else zeros.copy() for _ in range(self.num_layers)]
 
     # ---- training ----------------------------------------------------------------------------------------

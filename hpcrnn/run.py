@@ -1,61 +1,90 @@
-"""One training run from a config: check the data, prepare the run directory, resume, train, write the summary."""
-import os
-
+"""One training run from a config: check the data, take the run directory, resume, train, record the outcome."""
 from hpcrnn import checkpoint as ckpt
 from hpcrnn import comm as mpi
 from hpcrnn.config import to_toml
 from hpcrnn.errors import ConfigError
-from hpcrnn.log import Writer, write_json
-from hpcrnn.train import StopSignal, Trainer, model_meta
+from hpcrnn.log import PhaseClock, Writer
+from hpcrnn.process import StopSignal
+from hpcrnn.rundir import RunDir
+from hpcrnn.train import Trainer
 
 
-def train(config, comm, stream=None):
+def train(config, comm, stream=None, stop=None):
     """Trains per `config` on every rank of `comm`; rank 0 writes the run directory. Returns the summary.
 
-    Raises Preempted (after writing a checkpoint) when a stop signal arrived."""
+    `stop`: an installed process.StopSignal (the CLI installs one before anything else, and keeps it to
+    the end, so that no signal finds the default handler); without one, train installs its own and restores
+    the previous handlers when it returns. Raises checkpoint.Preempted after writing the checkpoint of the
+    preempted state. summary.json's "state" says done, preempted or failed."""
+    own_stop = stop is None
+    stop = StopSignal().install() if own_stop else stop
+    run_dir = RunDir(config.run_dir, comm)
+    try:
+        return _train(config, comm, stream, stop, run_dir)
+    finally:
+        run_dir.unlock()
+        if own_stop:
+            stop.restore()
+
+
+def _train(config, comm, stream, stop, run_dir):
     from hpcrnn.data.loader import split_ranges
     from hpcrnn.data.schema import open_dataset
     info = open_dataset(config.data.path, comm=comm, check_finite=config.data.check_finite)
     splits = split_ranges(info, config.data.val_fraction, None if config.data.gap < 0 else config.data.gap)
-    refuse_to_mix_runs(config, comm)
-    writer = Writer(os.path.join(config.run_dir, "metrics.jsonl") if comm.rank == 0 else None,
-                    active=comm.rank == 0, progress=config.train.progress, stream=stream)
-    if comm.rank == 0:
-        os.makedirs(config.run_dir, exist_ok=True)
-        with open(os.path.join(config.run_dir, "config.toml"), "w") as handle:
-            handle.write(to_toml(config))
-    trainer = Trainer(config, comm, info, splits, writer)
+    take_run_dir(config, run_dir, comm)
+    writer = Writer(None, active=run_dir.writes, progress=config.train.progress, stream=stream)
+    trainer = Trainer(config, comm, info, splits, run_dir, writer)
     resumed_from = resume(trainer, config, comm, writer)
+    run_dir.write_config(to_toml(config))          # only once the run is accepted
+    run_dir.trim_metrics(trainer.step)             # the steps after the checkpoint will be run again
+    writer.open_metrics(run_dir.metrics if run_dir.writes else None)
     writer.say(f"training {config.model.cell} (hidden {config.model.hidden_size}, layers {config.model.num_layers}, "
                f"{trainer.model.num_params} parameters) on {info.path}: {splits['train'][1] - splits['train'][0]} "
                f"train samples, {comm.size} rank(s), {trainer.steps_per_epoch} steps/epoch"
                + (f", resumed from {resumed_from}" if resumed_from else ""))
-    stop = StopSignal().install()
+    clock = PhaseClock()
     try:
         summary = trainer.run(stop)
+    except ckpt.Preempted as preempted:
+        record(run_dir, trainer, clock, resumed_from, "preempted", checkpoint=preempted.path)
+        raise
+    except Exception as error:
+        record(run_dir, trainer, clock, resumed_from, "failed", error=f"{type(error).__name__}: {error}")
+        raise
     finally:
-        stop.restore()
         writer.close()
-    summary["resumed_from"] = resumed_from
-    summary["checkpoint"] = ckpt.list_checkpoints(trainer.ckpt_dir)[0] if comm.rank == 0 and \
-        ckpt.list_checkpoints(trainer.ckpt_dir) else None
-    if comm.rank == 0:
-        write_json(os.path.join(config.run_dir, "summary.json"), summary)
+    summary.update(state="done", resumed_from=resumed_from, checkpoint=trainer.last_checkpoint)
+    run_dir.write_summary(summary)
     return summary
 
 
-def refuse_to_mix_runs(config, comm):
-    """A new run (resume = never) must not append to another run's metrics or checkpoints."""
+def record(run_dir, trainer, clock, resumed_from, state, **extra):
+    """Writes summary.json for a run that did not finish (rank 0; never hides the original error)."""
+    clock.lap("wall")
+    try:
+        run_dir.write_summary({**trainer.summary(clock.times["wall"]), "state": state,
+                               "resumed_from": resumed_from, "checkpoint": trainer.last_checkpoint, **extra})
+    except OSError:
+        pass
+
+
+def take_run_dir(config, run_dir, comm):
+    """Creates and locks the run directory; a new run (resume = never) must not append to another run's
+    metrics or checkpoints. Every rank raises the same ConfigError when the directory is refused."""
     error = None
-    if comm.rank == 0 and config.checkpoint.resume == "never":
-        held = (["metrics.jsonl"] if os.path.exists(os.path.join(config.run_dir, "metrics.jsonl")) else []) + \
-            (["checkpoints"] if ckpt.list_checkpoints(os.path.join(config.run_dir, "checkpoints")) else [])
+    if run_dir.writes:
+        try:
+            run_dir.create()
+            error = run_dir.lock()
+        except OSError as exc:
+            error = f"run directory {config.run_dir}: cannot be used ({exc.strerror or exc})"
+    if run_dir.writes and not error and config.checkpoint.resume == "never":
+        held = run_dir.held_run()
         if held:
             error = (f"run directory {config.run_dir} already holds a run ({', '.join(held)}): continue it with "
                      "--resume auto, or choose another --run-dir")
-    error = mpi.agree_error(comm, error)
-    if error:
-        raise ConfigError(error)
+    mpi.agree(comm, error, ConfigError)
 
 
 def resume(trainer, config, comm, writer):
@@ -65,13 +94,14 @@ def resume(trainer, config, comm, writer):
     if mode == "never":
         return None
     if mode == "auto":
-        found = ckpt.load_shared(comm, lambda: ckpt.load_latest(trainer.ckpt_dir, warn=writer.say))
+        found = ckpt.load_shared(comm, lambda: ckpt.load_latest(trainer.run_dir.checkpoints, warn=writer.say))
     else:
         found = ckpt.load_shared(comm, lambda: (mode, *ckpt.load(mode)))
     if found is None:
         return None
     path, arrays, meta = found
-    if meta["model"] != model_meta(trainer.model, trainer.loss):
+    if meta["model"] != trainer.model_meta():
         raise ckpt.CheckpointError(f"{path}: checkpoint model {meta['model']} does not match the config")
     trainer.restore(arrays, meta)
+    trainer.last_checkpoint = path
     return path

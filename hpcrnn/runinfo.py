@@ -20,11 +20,10 @@ def versions():
     import h5py
     import numba
     import numpy
-    import mpi4py
     from hpcrnn import __version__
-    from hpcrnn.comm import library_version
+    from hpcrnn.comm import library_version, mpi4py_version
     return {"hpcrnn": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            "numba": numba.__version__, "mpi4py": mpi4py.__version__, "mpi_library": library_version(),
+            "numba": numba.__version__, "mpi4py": mpi4py_version(), "mpi_library": library_version(),
             "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "hdf5_mpi_io": bool(h5py.get_config().mpi)}
 
 
@@ -43,9 +42,9 @@ def threading():
         # The layer is chosen at the first parallel launch; probe one so the report is accurate.
         parallel._launch_threads()
         layer = numba.threading_layer()
-    from hpcrnn.kernels.common import CBLAS
+    from hpcrnn.kernels.common import blas_name
     return {"numba_threads": numba.get_num_threads(), "numba_threading_layer": str(layer),
-            "kernel_blas": "numpy's bundled OpenBLAS (CBLAS)" if CBLAS else "scipy's BLAS (numba binding)",
+            "kernel_blas": blas_name(),
             "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS", "unset")}
 
 

@@ -1,8 +1,6 @@
 """The data-parallel training loop: batch, forward+backward, one fused Allreduce, update, log, checkpoint."""
 import math
 import os
-import signal
-import time
 
 import numpy as np
 
@@ -11,73 +9,41 @@ from hpcrnn import comm as mpi
 from hpcrnn.config import to_toml
 from hpcrnn.errors import HpcrnnError
 from hpcrnn.evaluate import evaluate_split, resolve_loss
-from hpcrnn.log import Writer
+from hpcrnn.log import PhaseClock, Writer
 from hpcrnn.optim import clip_factor, learning_rate, make_optimizer
+from hpcrnn.process import StopSignal
 from hpcrnn.runinfo import versions
 
-PREEMPTED_EXIT = 75          # checkpoint written after SIGUSR1/SIGTERM: requeue me
-EXTRAS = 4                   # fused buffer tail: loss sum, sample count, non-finite flag, stop flag
-
-
-class Preempted(Exception):
-    """Training stopped at a step boundary after a preemption signal; a checkpoint was written."""
-
-    def __init__(self, step, path):
-        super().__init__(f"preempted at step {step}; checkpoint {path}")
-        self.step, self.path = step, path
+PHASES = ("t_compute", "t_comm", "t_io", "t_step")
 
 
 class TrainingError(HpcrnnError):
     """Training cannot go on (a non-finite loss with train.nonfinite = 'stop'); every rank raises it together."""
 
 
-class StopSignal:
-    """Remembers SIGUSR1/SIGTERM; the loop reduces the flag so all ranks stop at the same step."""
-
-    def __init__(self):
-        self.received = 0
-        self._old = {}
-
-    def install(self):
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def restore(self):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
-def build_model(config, info, seed):
+def build_model(config, info):
+    """The model the config asks for, shaped for the data file `info` describes."""
     from hpcrnn.model import Model
-    head = info.head
-    output_size = info.num_classes if info.task == "classification" else info.output_size
+    classes = info.task == "classification"
     return Model(cell=config.model.cell, input_size=info.num_features, hidden_size=config.model.hidden_size,
-                 num_layers=config.model.num_layers, output_size=output_size, head=head,
-                 dtype=np.dtype(config.model.dtype).type, seed=seed)
-
-
-def model_meta(model, loss):
-    return {"cell": model.cell, "input_size": model.input_size, "hidden_size": model.hidden_size,
-            "num_layers": model.num_layers, "output_size": model.output_size, "head": model.head,
-            "dtype": np.dtype(model.dtype).name, "loss": loss}
+                 num_layers=config.model.num_layers, output_size=info.num_classes if classes else info.output_size,
+                 head=info.head, dtype=np.dtype(config.model.dtype).type, seed=config.train.seed)
 
 
 class Trainer:
     """Holds the state of one run; `run()` trains to the end (or to a preemption) and returns a summary."""
 
-    def __init__(self, config, comm, info, splits, writer=None):
+    def __init__(self, config, comm, info, splits, run_dir, writer=None):
         from hpcrnn.data.loader import BatchLoader
-        self.config, self.comm, self.info, self.splits = config, comm, info, splits
+        self.config, self.comm, self.info, self.splits, self.run_dir = config, comm, info, splits, run_dir
         self.writer = writer or Writer(None, active=False)
         self.loss = resolve_loss(config.model.loss, info)
-        self.model = build_model(config, info, config.train.seed)
+        self.model = build_model(config, info)
         mpi.bcast_array(comm, self.model.params)
         self.optimizer = make_optimizer(config.optim, self.model.params)
-        self.buffer, self.grad, self.extras = mpi.fused_buffer(self.model.num_params, EXTRAS, self.model.dtype)
+        spans = [self.model.layer_span(layer) for layer in range(self.model.num_layers)]
+        self.exchange = mpi.FusedExchange(comm, self.model.num_params, self.model.dtype, spans,
+                                          config.train.comm_timeout_s, config.train.overlap)
         d = config.data
         self.loader = BatchLoader(info, split=splits["train"], global_batch=config.train.batch_size, comm=comm,
                                   seed=config.train.seed, shuffle=d.shuffle, buffer_mb=d.buffer_mb,
@@ -86,78 +52,66 @@ class Trainer:
         total = self.steps_per_epoch * config.train.epochs
         self.total_steps = min(total, config.train.max_steps) if config.train.max_steps else total
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
-        self.ckpt_dir = os.path.join(config.run_dir, "checkpoints")
-        self.totals = {"t_compute": 0.0, "t_comm": 0.0, "t_io": 0.0, "t_step": 0.0}
-        self.last_loss, self.skipped = float("nan"), 0
+        self.totals = dict.fromkeys(PHASES, 0.0)
+        self.last_loss, self.skipped, self.last_eval = float("nan"), 0, None
+        self.last_checkpoint, self.failed_checkpoints = None, 0
 
     # ---- one step -----------------------------------------------------------------------------
-    def train_step(self, batch, stop_flag):
-        c, model = self.config, self.model
-        t0 = time.perf_counter()
-        self.buffer[:] = 0
-        if c.train.overlap and self.comm.size > 1:
-            t1 = self.overlapped_exchange(batch, stop_flag)
-        else:
-            loss_sum = model.forward_backward(batch.x, batch.y, self.grad, loss=self.loss, lengths=batch.lengths)
-            self.extras[:] = (loss_sum, len(batch.x), 0.0 if math.isfinite(loss_sum) else 1.0, stop_flag)
-            t1 = time.perf_counter()
-            mpi.allreduce_sum(self.comm, self.buffer, c.train.comm_timeout_s)
-        t2 = time.perf_counter() if self.comm.size > 1 else t1   # one rank: nothing is communicated
-        t_comm = t2 - t1
-        count = max(float(self.extras[1]), 1.0)
-        sq_norm = float(np.dot(self.grad, self.grad)) / (count * count)   # the gradient is grad / count
-        loss = float(self.extras[0]) / count
+    def train_step(self, batch, stop_requested):
+        """Forward+backward on this rank's share, the fused Allreduce, the update; returns (record, stop)."""
+        clock = PhaseClock()
+        self.exchange.start()
+        on_layer_done = self.exchange.layer_done if self.exchange.overlap else None
+        loss_sum = self.model.forward_backward(batch.x, batch.y, self.exchange.grad, loss=self.loss,
+                                               lengths=batch.lengths, on_layer_done=on_layer_done)
+        clock.lap("t_compute")
+        totals = self.exchange.finish(loss_sum, len(batch.x), stop_requested)
+        clock.lap("t_comm" if self.comm.size > 1 else "t_compute")
+        lr, grad_norm = self.update(totals)
+        clock.lap("t_compute")
+        return self.step_record(batch, totals, lr, grad_norm, clock.times), totals.stop
+
+    def update(self, totals):
+        """Clips and applies the mean gradient (grad / count, folded into the optimizer's scale), or applies
+        the non-finite policy. Returns (learning rate, gradient norm or NaN when skipped)."""
+        c, count = self.config, max(totals.count, 1.0)
+        grad = self.exchange.grad
+        sq_norm = float(np.dot(grad, grad)) / (count * count)
         lr = learning_rate(self.step, c.optim.lr, self.total_steps, c.schedule.name, c.schedule.warmup_steps,
                            c.schedule.step_size, c.schedule.gamma, c.schedule.min_lr)
-        finite = self.extras[2] == 0 and math.isfinite(sq_norm)
-        if finite:
-            scale = clip_factor(sq_norm, c.optim.clip_norm) / count
-            self.optimizer.step(model.params, self.grad, lr, scale)
-        elif c.train.nonfinite == "stop":
+        if not totals.nonfinite and math.isfinite(sq_norm):
+            self.optimizer.step(self.model.params, grad, lr, clip_factor(sq_norm, c.optim.clip_norm) / count)
+            return lr, math.sqrt(sq_norm)
+        if c.train.nonfinite == "stop":
             raise TrainingError(f"non-finite loss or gradient at step {self.step + 1} (train.nonfinite = 'stop'); "
                                 f"the last checkpoint is kept")
-        else:
-            self.skipped += 1
-        t3 = time.perf_counter()
-        t_io = batch.t_io
-        t_step = t3 - t0 + t_io
-        record = {"step": self.step + 1, "epoch": self.epoch, "loss": loss, "lr": lr,
-                  "grad_norm": math.sqrt(sq_norm) if finite else float("nan"),
+        self.skipped += 1
+        return lr, float("nan")
+
+    def step_record(self, batch, totals, lr, grad_norm, times):
+        """The metrics.jsonl record of a step (global loss; this rank's phase times)."""
+        t_step = sum(times.values()) + batch.t_io
+        record = {"step": self.step + 1, "epoch": self.epoch, "loss": totals.loss_sum / max(totals.count, 1.0),
+                  "lr": lr, "grad_norm": grad_norm,
                   "samples_per_s": batch.global_count / t_step if t_step > 0 else 0.0,
-                  "t_compute": (t1 - t0) + (t3 - t2), "t_comm": t_comm, "t_io": t_io, "t_step": t_step}
-        if not finite:
+                  "t_compute": times.get("t_compute", 0.0), "t_comm": times.get("t_comm", 0.0),
+                  "t_io": batch.t_io, "t_step": t_step}
+        if math.isnan(grad_norm):
             record["skipped"] = True
-        return record, bool(self.extras[3] > 0)
-
-    def overlapped_exchange(self, batch, stop_flag):
-        """BPTT with each layer's gradient slice reduced (non-blocking) as soon as it is complete, top layer
-        first; then the tail (head gradients + extras). Every rank posts the same reductions in the same
-        order, also a rank with an empty batch. Returns the time BPTT ended (the rest is waiting)."""
-        model, posted = self.model, []
-
-        def post(layer):
-            start, stop = model.layer_span(layer)
-            posted.append(mpi.start_allreduce(self.comm, self.buffer[start:stop]))
-
-        loss_sum = model.forward_backward(batch.x, batch.y, self.grad, loss=self.loss, lengths=batch.lengths,
-                                          on_layer_done=post)
-        for layer in range(model.num_layers - 1 - len(posted), -1, -1):
-            post(layer)
-        self.extras[:] = (loss_sum, len(batch.x), 0.0 if math.isfinite(loss_sum) else 1.0, stop_flag)
-        t_end = time.perf_counter()
-        posted.append(mpi.start_allreduce(self.comm, self.buffer[model.layer_span(model.num_layers - 1)[1]:]))
-        mpi.wait(self.comm, posted, self.config.train.comm_timeout_s, "gradient allreduce")
-        return t_end
+        return record
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self, stop=None):
         stop = stop or StopSignal()
-        t_start = time.perf_counter()
+        clock = PhaseClock()
         try:
             self.run_epochs(stop)
         finally:
             self.loader.close()
-        return self.summary(time.perf_counter() - t_start)
+        if self.last_checkpoint != self.run_dir.checkpoint_for(self.step):
+            self.save_checkpoint(final=True)        # the final model, whatever the schedule
+        clock.lap("wall")
+        return self.summary(clock.times["wall"])
 
     def run_epochs(self, stop):
         c, w = self.config, self.writer
@@ -165,16 +119,16 @@ class Trainer:
             batches = self.loader.epoch(self.epoch, start_step=self.step_in_epoch)
             try:
                 for batch in batches:
-                    record, stop_now = self.train_step(batch, float(stop.received != 0))
+                    record, stop_now = self.train_step(batch, stop.received != 0)
                     self.step += 1
                     self.step_in_epoch += 1
                     self.last_loss = record["loss"]
-                    for key in self.totals:
+                    for key in PHASES:
                         self.totals[key] += record[key]
                     w.metrics(record)
                     w.progress(self.step_in_epoch, self.steps_per_epoch, self.epoch, record, c.train.log_every)
                     if stop_now:
-                        raise Preempted(self.step, self.save_checkpoint())
+                        raise ckpt.Preempted(self.step, self.save_checkpoint(final=True))
                     if c.checkpoint.every_steps and self.step % c.checkpoint.every_steps == 0:
                         self.save_checkpoint()
                     if self.step >= self.total_steps:
@@ -203,48 +157,56 @@ class Trainer:
         self.last_eval = metrics
 
     # ---- checkpoints -------------------------------------------------------------------------------
-    def save_checkpoint(self):
+    def save_checkpoint(self, final=False):
         """Rank 0 writes after every rank finished the step (the step's Allreduce proves it); all ranks
-        learn whether it worked, so none waits on a failed writer."""
-        path = ckpt.path_for(self.ckpt_dir, self.step)
+        learn whether it worked, so none waits on a failed writer. A checkpoint that cannot be written is a
+        warning, but the final one (end of training, preemption) and checkpoint.max_failures failures in a
+        row end the run with a CheckpointError on every rank. Returns the path written."""
+        path = self.run_dir.checkpoint_for(self.step)
         error = None
         if self.comm.rank == 0:
             try:
-                os.makedirs(self.ckpt_dir, exist_ok=True)
-                ckpt.save(path, self.checkpoint_arrays(), self.checkpoint_meta())
-                ckpt.prune(self.ckpt_dir, self.config.checkpoint.keep)
+                os.makedirs(self.run_dir.checkpoints, exist_ok=True)
+                arrays = ckpt.pack(self.model.state_dict(), self.optimizer.state_arrays())
+                ckpt.save(path, arrays, self.checkpoint_meta())
+                ckpt.prune(self.run_dir.checkpoints, self.config.checkpoint.keep)
             except OSError as exc:
-                error = f"checkpoint {path} not written ({exc}); the previous one is kept"
+                error = f"checkpoint {path} not written ({exc.strerror or exc})"
         error = mpi.agree_error(self.comm, error)
-        if error:
-            self.writer.say(f"warning: {error}")
-            return None
-        return path
+        if not error:
+            self.last_checkpoint, self.failed_checkpoints = path, 0
+            return path
+        self.failed_checkpoints += 1
+        kept = f"the newest is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint of this run exists"
+        limit = self.config.checkpoint.max_failures
+        if final or self.failed_checkpoints >= limit:
+            why = "the final checkpoint" if final else f"{self.failed_checkpoints} checkpoints in a row"
+            raise ckpt.CheckpointError(f"{why} could not be written: {error}; {kept}")
+        self.writer.say(f"warning: {error}; {kept} ({self.failed_checkpoints} of {limit} failures allowed in a row)")
+        return None
 
-    def checkpoint_arrays(self):
-        arrays = {f"params/{k}": v for k, v in self.model.unflatten(self.model.params).items()}
-        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_arrays().items()})
-        return arrays
+    def model_meta(self):
+        """What a checkpoint records of the model (Model.meta() plus the loss it was trained with)."""
+        return {**self.model.meta(), "loss": self.loss}
 
     def checkpoint_meta(self):
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "optimizer_steps": self.optimizer.steps, "skipped": self.skipped, "last_loss": self.last_loss,
-                "world_size": self.comm.size, "model": model_meta(self.model, self.loss),
+                "world_size": self.comm.size, "model": self.model_meta(),
                 "config_toml": to_toml(self.config), "data_path": self.info.path, "versions": versions(),
                 "rng": {"seed": self.config.train.seed, "epoch": self.epoch}}
 
     def restore(self, arrays, meta):
-        params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        params, optimizer_state = ckpt.unpack(arrays)
         self.model.load_state_dict(params)
-        optim = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
-        self.optimizer.load_state(optim, meta["optimizer_steps"])
+        self.optimizer.load_state(optimizer_state, meta["optimizer_steps"])
         self.step, self.epoch, self.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
         self.skipped, self.last_loss = meta["skipped"], meta["last_loss"]
 
     def summary(self, wall):
         return {"final_loss": self.last_loss, "steps": self.step, "epochs": self.epoch, "skipped_steps": self.skipped,
                 "ranks": self.comm.size, "wall_s": wall, **{f"total_{k}": v for k, v in self.totals.items()},
-                "final_eval": getattr(self, "last_eval", None), "threads": thread_counts(), "versions": versions()}
+                "final_eval": self.last_eval, "threads": thread_counts(), "versions": versions()}
 
 
 def thread_counts():

@@ -14,10 +14,14 @@ Cell.__doc__ = """Kernels and sizes of one cell. gates: G (W_ih has G*H rows); g
 bias_hh: has a bias_hh_lK; aux_state: uses the S buffer; carries_c: S is a second carried state (LSTM's c)."""
 
 CELLS = {
-    "lstm": Cell(4, 4, True, True, True, lstm.forward, lstm.backward),
-    "gru": Cell(3, 4, True, True, False, gru.forward, gru.backward),
-    "rnn": Cell(1, 1, True, False, False, rnn.forward, rnn.backward),
-    "gated": Cell(4, 4, False, True, False, gated.forward, gated.backward),
+    "lstm": Cell(gates=4, grad_gates=4, bias_hh=True, aux_state=True, carries_c=True,
+                 forward=lstm.forward, backward=lstm.backward),
+    "gru": Cell(gates=3, grad_gates=4, bias_hh=True, aux_state=True, carries_c=False,
+                forward=gru.forward, backward=gru.backward),
+    "rnn": Cell(gates=1, grad_gates=1, bias_hh=True, aux_state=False, carries_c=False,
+                forward=rnn.forward, backward=rnn.backward),
+    "gated": Cell(gates=4, grad_gates=4, bias_hh=False, aux_state=True, carries_c=False,
+                  forward=gated.forward, backward=gated.backward),
 }
 HEADS = ("last", "sequence")
 LOSSES = ("mse", "mae", "cross_entropy")

@@ -13,9 +13,27 @@ from numba.np.linalg import _BLAS, ensure_blas
 # that otherwise blocks vectorisation of every loop containing a division; nogil lets the loader's prefetch
 # thread read the next batches while a kernel runs.
 JIT_OPTIONS = {"fastmath": True, "error_model": "numpy", "nogil": True}
-kernel = njit(cache=True, **JIT_OPTIONS)
-# numba's cache keys a kernel on ITS file only: after editing this module, delete the __pycache__/*.nbi/*.nbc
-# files of the cell modules (or set NUMBA_CACHE_DIR to a fresh folder) so they recompile.
+
+
+def _file_digest(path):
+    import hashlib
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+_THIS_FILE_DIGEST = _file_digest(__file__)
+
+
+def kernel(function):
+    """njit(cache=True) with JIT_OPTIONS, whose cache entries are stale when this module changes too: numba
+    stamps a cached kernel with its own file only, but every kernel inlines gemm, tanh and sigmoid from here.
+    (Uses numba's cache-file stamp, present in numba 0.59-0.68; without it the kernel still works, cached as
+    numba does by default.)"""
+    dispatcher = njit(cache=True, **JIT_OPTIONS)(function)
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, _THIS_FILE_DIGEST)
+    return dispatcher
 
 
 # ---- activations -----------------------------------------------------------------------------------
@@ -63,6 +81,24 @@ def _sigmoid_overload(x):
 
 
 # ---- GEMM --------------------------------------------------------------------------------------------
+_LOADED_BLAS = []   # [(symbols, integer width)] once load_blas() ran
+
+
+def load_blas():
+    """Finds and registers the BLAS the kernels call, once per process; returns ({dtype: symbol}, int width).
+
+    Must run before a kernel is compiled or loaded from numba's cache (the cached code calls the registered
+    symbol): hpcrnn.Model does it; code calling kernels directly calls it first."""
+    if not _LOADED_BLAS:
+        _LOADED_BLAS.append(_numpy_cblas())
+    return _LOADED_BLAS[0]
+
+
+def blas_name():
+    """Which BLAS the kernels call, in words."""
+    return "numpy's bundled OpenBLAS (CBLAS)" if load_blas()[0] else "scipy's BLAS (numba binding)"
+
+
 def _numpy_cblas():
     """{dtype: symbol} of the CBLAS sgemm/dgemm of the OpenBLAS bundled with numpy's wheels, registered with
     LLVM under stable names, plus the integer width; ({}, 0) where numpy has no such library or
@@ -93,10 +129,7 @@ def _numpy_cblas():
     return {}, 0
 
 
-CBLAS, CBLAS_INT_BITS = _numpy_cblas()
-
-
-def _cblas_intrinsic(kind):
+def _cblas_intrinsic(symbol, kind, int_bits):
     """A numba intrinsic calling the registered CBLAS ?gemm: (trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
     beta, c, ldc), row-major, integer arguments and addresses as int64, alpha/beta as the element type."""
     from llvmlite import ir
@@ -110,14 +143,14 @@ def _cblas_intrinsic(kind):
                                types.int64, types.int64, types.int64, real, types.int64, types.int64)
 
         def codegen(context, builder, sig, args):
-            enum, size = ir.IntType(32), ir.IntType(CBLAS_INT_BITS)
+            enum, size = ir.IntType(32), ir.IntType(int_bits)
             value = ir.FloatType() if kind == "f4" else ir.DoubleType()
             pointer = cgutils.voidptr_t
             function_type = ir.FunctionType(ir.VoidType(), [enum, enum, enum, size, size, size, value, pointer, size,
                                                             pointer, size, value, pointer, size])
-            function = cgutils.get_or_insert_function(builder.module, function_type, CBLAS[kind])
+            function = cgutils.get_or_insert_function(builder.module, function_type, symbol)
             ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = args
-            as_size = (lambda v: v) if CBLAS_INT_BITS == 64 else (lambda v: builder.trunc(v, size))
+            as_size = (lambda v: v) if int_bits == 64 else (lambda v: builder.trunc(v, size))
             builder.call(function, [ir.Constant(enum, 101), builder.trunc(ta, enum), builder.trunc(tb, enum),
                                     as_size(m), as_size(n), as_size(k), alpha, builder.inttoptr(a, pointer),
                                     as_size(lda), builder.inttoptr(b, pointer), as_size(ldb), beta,
@@ -126,7 +159,15 @@ def _cblas_intrinsic(kind):
     return call
 
 
-_CBLAS_CALLS = {kind: _cblas_intrinsic(kind) for kind in CBLAS}
+_CBLAS_CALLS = {}   # kind -> intrinsic, made on first use
+
+
+def _cblas_call(kind):
+    """The intrinsic calling the registered CBLAS ?gemm of `kind` ("f4", "f8"), or None without one."""
+    symbols, int_bits = load_blas()
+    if kind in symbols and kind not in _CBLAS_CALLS:
+        _CBLAS_CALLS[kind] = _cblas_intrinsic(symbols[kind], kind, int_bits)
+    return _CBLAS_CALLS.get(kind)
 
 
 def gemm(C, A, B, trans_a, trans_b, beta):
@@ -164,8 +205,8 @@ def _gemm_sizes(C, A, trans_a, beta):
 @overload(gemm)
 def _gemm_overload(C, A, B, trans_a, trans_b, beta):
     kind = "f4" if C.dtype == types.float32 else "f8"
-    if kind in _CBLAS_CALLS:
-        cblas = _CBLAS_CALLS[kind]
+    cblas = _cblas_call(kind)
+    if cblas is not None:
         real = np.float32 if kind == "f4" else np.float64
 
         def impl_cblas(C, A, B, trans_a, trans_b, beta):

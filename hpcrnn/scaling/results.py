@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from hpcrnn.log import write_json
-from hpcrnn.train import EXTRAS as FUSED_EXTRAS   # scalars sent with the gradients in the fused Allreduce
+from hpcrnn.comm import FusedExchange   # the fused Allreduce: gradients + its tail of scalars
 
 RESULT_NAME = "result.json"
 PHASES = ("t_step", "t_compute", "t_comm", "t_io")
@@ -50,7 +50,7 @@ def gradient_bytes(config_path, data_path):
     layout = parameter_layout(config.model.cell, info.num_features, config.model.hidden_size,
                               config.model.num_layers, outputs)
     num_params = sum(int(np.prod(shape)) for _, shape in layout)
-    return num_params, (num_params + FUSED_EXTRAS) * np.dtype(config.model.dtype).itemsize
+    return num_params, (num_params + FusedExchange.TAIL) * np.dtype(config.model.dtype).itemsize
 
 
 def summarize_run(run_dir, mode, ranks, global_batch, warmup, threads, data_path, extra=None):

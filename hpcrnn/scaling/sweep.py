@@ -16,7 +16,7 @@ from hpcrnn.errors import ConfigError
 from hpcrnn.scaling import model_fit
 from hpcrnn.log import write_json
 from hpcrnn.scaling.results import RESULT_NAME, cores_available, summarize_run
-from hpcrnn.train import PREEMPTED_EXIT   # also the sweep's exit code after a stop signal: requeue to continue
+from hpcrnn.checkpoint import PREEMPTED_EXIT   # also the sweep's exit code after a stop signal: requeue to continue
 
 
 @dataclass(frozen=True)

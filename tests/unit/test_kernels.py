@@ -170,13 +170,14 @@ def test_gemm_calls_numpys_openblas_where_numpy_bundles_one():
     folder = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     if not glob.glob(os.path.join(folder, "libscipy_openblas*")):
         pytest.skip(f"numpy has no bundled OpenBLAS in {folder}: gemm uses scipy's BLAS (tested above)")
-    assert set(common.CBLAS) == {"f4", "f8"} and common.CBLAS_INT_BITS in (32, 64)
+    symbols, int_bits = common.load_blas()
+    assert set(symbols) == {"f4", "f8"} and int_bits in (32, 64)
 
 
 SCIPY_BLAS_RUN = """
 import sys, numpy as np, hpcrnn
 from hpcrnn.kernels import common
-assert not common.CBLAS, "HPCRNN_KERNEL_BLAS=scipy was not honoured"
+assert not common.load_blas()[0], "HPCRNN_KERNEL_BLAS=scipy was not honoured"
 out = {}
 for dtype in (np.float32, np.float64):
     model = hpcrnn.Model(cell="rnn", input_size=3, hidden_size=5, output_size=2, num_layers=2, dtype=dtype, seed=1)
