@@ -115,12 +115,20 @@ def main(argv=None):
         from hpcrnn.process import StopSignal
         args.stop = StopSignal().install()
     from hpcrnn.comm import world
+    try:
+        return run_command(args, world())
+    finally:
+        if getattr(args, "stop", None):
+            args.stop.ignore_further()    # the exit code is decided: a late signal must not change it
+
+
+def run_command(args, comm):
+    """Runs the subcommand; returns its exit code. Errors raised together on every rank end with one line and
+    exit 2; an unexpected exception on one rank ends the whole job (never leaves ranks in a collective)."""
     from hpcrnn.errors import HpcrnnError
-    comm = world()
     try:
         return dispatch(args, comm)
     except HpcrnnError as exc:
-        # Raised together on every rank (the code agrees on errors before raising): exit cleanly.
         if args.debug:
             raise
         if comm.rank == 0:
@@ -128,7 +136,7 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a failure on one rank: end the whole job, never leave ranks in a collective
+    except Exception as exc:
         if args.debug:
             import traceback
             traceback.print_exc()

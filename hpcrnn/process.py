@@ -35,6 +35,13 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.received = signum
 
+    def ignore_further(self):
+        """Once the run's outcome is decided: later signals change nothing (Python would otherwise put the
+        default handlers back while the interpreter shuts down, and a late signal would kill the process
+        with 143/138 instead of the exit code that was chosen)."""
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
     def restore(self):
         for sig, handler in self._old.items():
             signal.signal(sig, handler)

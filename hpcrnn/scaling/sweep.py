@@ -64,7 +64,7 @@ class ChildRunner:
     """Runs one child process at a time; USR1/TERM received meanwhile are forwarded to it and remembered."""
 
     def __init__(self):
-        self.child, self.signalled, self.other_cpu_cores = None, 0, 0.0
+        self.child, self.signalled, self.other_cpu_cores, self.previous = None, 0, 0.0, {}
 
     def __enter__(self):
         self.previous = {sig: signal.signal(sig, self.forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}

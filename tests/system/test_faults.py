@@ -184,15 +184,18 @@ def mount_tiny_fs(path, size_kib):
                     "test in tests/unit/test_checkpoint.py still covers the logic")
 
 
-def test_full_file_system_keeps_previous_checkpoint(data, tmp_path):
+def test_full_file_system_keeps_previous_checkpoint_and_fails_the_run(data, tmp_path):
     run_dir = str(tmp_path / "run")
     checkpoints = os.path.join(run_dir, "checkpoints")
     mount_tiny_fs(checkpoints, 160)
     try:
         result = run_cli(train_args(data, run_dir, "--set", "train.max_steps=300", "--set", "checkpoint.keep=50"),
                          ranks=2)
-        assert result.returncode == 0, result.stderr
-        assert "not written" in result.stdout and "No space left" in result.stdout
+        assert result.returncode == 2, result.stdout + result.stderr     # 3 failed checkpoints in a row
+        assert "3 checkpoints in a row could not be written" in result.stderr and "No space left" in result.stderr
+        assert "not written" in result.stdout and "1 of 3 failures allowed" in result.stdout
+        with open(os.path.join(run_dir, "summary.json")) as handle:
+            assert json.load(handle)["state"] == "failed"
         survivors = ckpt.list_checkpoints(checkpoints)
         assert len(survivors) >= 2
         for path in survivors:
