@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from hpcrnn.data import readers
+from hpcrnn.data import tabular
 from hpcrnn.data.parallel import agree, attempt, chunk_rows, rank_of
 from hpcrnn.data.schema import describe
 from hpcrnn.errors import ConfigError, DataError
@@ -63,11 +63,11 @@ def _prepare(spec):
         raise DataError(f"{spec.input}: no such file")
     columns = None
     if spec.input.lower().endswith(".csv"):
-        names, _ = readers.csv_header(spec.input)
+        names, _ = tabular.csv_header(spec.input)
         columns = _resolve(spec.columns, names, "--columns entry", spec.input) if spec.columns else None
     elif spec.columns:
         raise ConfigError("--columns applies to CSV input only")
-    sources, names = readers.open_input(spec.input, columns)
+    sources, names = tabular.open_input(spec.input, columns)
     if names and columns is not None:
         names = [names[i] for i in columns]
     if "series" in sources:
@@ -114,7 +114,7 @@ def _moments(dset, stop, lengths=None):
     """Per-feature mean and std over rows [0, stop) of dset (last axis = features), block by block."""
     features = dset.shape[-1]
     total, sums, squares = 0.0, np.zeros(features), np.zeros(features)
-    step = readers.rows_per_block(dset.shape, np.float64)
+    step = tabular.rows_per_block(dset.shape, np.float64)
     shift = np.asarray(dset[0], dtype=np.float64).reshape(-1, features)[0]   # for a stable variance
     for first in range(0, stop, step):
         block = np.asarray(dset[first:min(stop, first + step)], dtype=np.float64) - shift
@@ -132,7 +132,7 @@ def _moments(dset, stop, lengths=None):
 
 def _normalise(handle, dset, mean, std):
     """dset = (dset - mean) / std in place, block by block; stores /stats/mean and /stats/std."""
-    step = readers.rows_per_block(dset.shape, np.float64)
+    step = tabular.rows_per_block(dset.shape, np.float64)
     for first in range(0, dset.shape[0], step):
         block = dset[first:first + step].astype(np.float64)
         dset[first:first + step] = ((block - mean) / std).astype(dset.dtype)

@@ -1,5 +1,5 @@
-"""Block readers of `prepare`'s inputs (CSV with a header, .npy, .npz): arrays come out in pieces of rows,
-so that an input far larger than memory is converted with bounded memory."""
+"""The tabular inputs of `hpcrnn prepare` (CSV with a header, .npy, .npz), read in pieces of rows so that an
+input far larger than memory is converted with bounded memory. (Training reads HDF5 through loader.py.)"""
 import io
 import os
 import zipfile
