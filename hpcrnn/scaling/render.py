@@ -1,11 +1,5 @@
-"""Fills a job-script template's `{{name}}` placeholders so that no value can run as shell code or add an
-`#SBATCH` option; a missing, unknown or unsafe value is a one-line ConfigError.
-
-Values are literal (no `$VAR`, `~` or glob expansion when the job runs). Where a placeholder stands decides
-how its value is written: in shell code as one single-quoted word (a `*_args` value as a list of words, each
-quoted); in an `#SBATCH` line as is, and it must be one plain word; in a comment as is. A placeholder inside
-shell quotes is a template error. An `#SBATCH` line whose placeholders all render empty is left out (e.g.
-no --partition: the cluster default)."""
+"""Fills a job-script template's `{{name}}` placeholders with literal values that can neither run as shell code
+nor add `#SBATCH` options (docs/slurm.md); a missing, unknown or unsafe value is a one-line ConfigError."""
 import os
 import re
 import shlex
@@ -138,7 +132,12 @@ def check_sbatch_value(name, value, line):
 
 
 def render(text, values, template_name="template"):
-    """Returns `text` with every placeholder replaced from `values` (merged over DEFAULTS)."""
+    """Returns `text` with every placeholder replaced from `values` (merged over DEFAULTS).
+
+    Where a placeholder stands decides how its value is written: in shell code as one single-quoted word (a
+    `*_args` value as a list of words, each quoted), so nothing is expanded when the job runs; in an `#SBATCH`
+    line as is, and it must be one plain word; in a comment as is. An `#SBATCH` line whose placeholders all
+    render empty is left out (e.g. no --partition: the cluster default)."""
     used = placeholders(text)
     unknown = sorted(set(values) - set(used))
     if unknown:
