@@ -1,6 +1,8 @@
 """Training configuration: frozen dataclasses loaded from TOML, `--set section.key=value` overrides, validation."""
 import dataclasses
 import math
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 
@@ -10,6 +12,11 @@ from hpcrnn.kernels import LOSSES as MODEL_LOSSES
 
 LOSSES = ("auto",) + MODEL_LOSSES              # auto: cross_entropy for labels, mse otherwise
 READS = ("auto", "direct", "independent", "collective")     # hpcrnn.data.loader.choose_reads
+MAX_LAYERS = 64             # upper bounds: beyond them a typo, not a model (a run would take hours to say so)
+MAX_HIDDEN = 65536
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SURROGATE = re.compile(r"[\ud800-\udfff]")     # undecodable bytes of a path (surrogateescape): no TOML for them
+TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ def _is_int(text):
 
 def _build(cls, values, prefix):
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table")
+        raise ConfigError(f"{prefix or 'config'}: expected a table of keys, got {values!r}")
     known = {f.name: f for f in fields(cls)}
     kwargs = {}
     for key, value in values.items():
@@ -182,16 +189,33 @@ def load_config(path=None, overrides=(), values=None):
                 raw = tomllib.load(handle)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path}: is a directory, not a TOML file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
     tree = _merge(raw, _nest(overrides))
     for key, value in (values or {}).items():
         *sections, name = key.split(".")
         node = tree
-        for section in sections:
+        for depth, section in enumerate(sections, 1):
             node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(sections[:depth])}: expected a table of keys, got {node!r}")
         node[name] = value
-    return validate(_build(Config, tree, ""))
+    config = validate(_build(Config, tree, ""))
+    _check_run_dir(config.run_dir)
+    return config
+
+
+def _check_run_dir(run_dir):
+    """The run directory, or the nearest existing path above it, must be a directory (checked before any work)."""
+    path = os.path.abspath(run_dir)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    above = "" if path == os.path.abspath(run_dir) else f" (so {run_dir} cannot be made)"
+    _check(os.path.isdir(path), "run_dir", f"{path} is a file, not a directory{above}")
 
 
 def _check(condition, where, message):
@@ -204,8 +228,8 @@ def validate(c):
     _check(c.model.loss in LOSSES, "model.loss", f"unknown loss {c.model.loss!r} (choose from {', '.join(LOSSES)})")
     _check(c.data.reads in READS, "data.reads", f"unknown read mode {c.data.reads!r} (choose from {', '.join(READS)})")
     _check(c.model.dtype in ("float32", "float64"), "model.dtype", "must be float32 or float64")
-    _check(c.model.hidden_size >= 1, "model.hidden_size", "must be >= 1")
-    _check(c.model.num_layers >= 1, "model.num_layers", "must be >= 1")
+    _check(1 <= c.model.hidden_size <= MAX_HIDDEN, "model.hidden_size", f"must be in [1, {MAX_HIDDEN}]")
+    _check(1 <= c.model.num_layers <= MAX_LAYERS, "model.num_layers", f"must be in [1, {MAX_LAYERS}]")
     _check(c.optim.name in ("sgd", "adam", "adamw"), "optim.name", f"unknown optimizer {c.optim.name!r} (sgd, adam, adamw)")
     _check(c.optim.lr > 0, "optim.lr", "must be > 0")
     _check(c.optim.clip_norm >= 0, "optim.clip_norm", "must be >= 0 (0 = off)")
@@ -216,6 +240,11 @@ def validate(c):
     _check(c.schedule.name in ("constant", "step", "cosine"), "schedule.name", f"unknown schedule {c.schedule.name!r}")
     _check(c.schedule.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0")
     _check(c.schedule.step_size >= 1, "schedule.step_size", "must be >= 1")
+    _check(0 < c.schedule.gamma <= 1, "schedule.gamma", "must be in (0, 1] (the factor of each decay step)")
+    _check(c.schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
+    _check(c.schedule.min_lr <= c.optim.lr, "schedule.min_lr",
+           f"{c.schedule.min_lr:g} is above optim.lr = {c.optim.lr:g} (the learning rate would rise)")
+    _check(c.train.seed >= 0, "train.seed", "must be >= 0")
     _check(c.train.epochs >= 1, "train.epochs", "must be >= 1")
     _check(c.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     _check(c.train.max_steps >= 0, "train.max_steps", "must be >= 0")
@@ -229,7 +258,20 @@ def validate(c):
     _check(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
     _check(c.checkpoint.max_failures >= 1, "checkpoint.max_failures", "must be >= 1")
     _check(c.checkpoint.every_steps >= 0 and c.checkpoint.every_epochs >= 0, "checkpoint.every_*", "must be >= 0")
+    _check(not CONTROL.search(c.run_dir), "run_dir", f"{c.run_dir!r} may not contain a line break or other "
+           "control character")
+    for key, value in _strings(as_dict(c)):
+        _check(not SURROGATE.search(value), key, f"{value!r} is not valid text (bytes that are not UTF-8)")
     return c
+
+
+def _strings(tree, prefix=""):
+    """(dotted key, value) of every string in a nested dict."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _strings(value, f"{prefix}{key}.")
+        elif isinstance(value, str):
+            yield prefix + key, value
 
 
 def as_dict(config):
@@ -253,7 +295,8 @@ def _toml_value(value):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join(TOML_ESCAPES.get(char) or (f"\\u{ord(char):04X}" if CONTROL.match(char) else char)
+                         for char in str(value)) + '"'
 
 
 def from_toml_text(text):

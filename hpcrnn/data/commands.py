@@ -51,6 +51,9 @@ def add_prepare_args(parser):
     parser.add_argument("--gap", type=int, default=-1, help="samples left out before val and test "
                         "(-1: series form ceil((L+K)/stride)-1, so no val window shares a row with train)")
     parser.add_argument("--no-normalize", action="store_true", help="keep the raw values (no /stats)")
+    parser.add_argument("--drop-nonfinite", action="store_true",
+                        help="leave out the rows (series: the rows before and after join up) or samples that hold "
+                        "NaN/Inf or a value beyond float32; without it such a value is an error")
     return parser
 
 
@@ -61,11 +64,18 @@ def run_prepare(args, comm=None):
     spec = PrepareSpec(input=args.input, out=args.out, lookback=args.lookback, horizon=args.horizon,
                        stride=args.stride, target_columns=_names(args.target_columns), columns=_names(args.columns),
                        val_fraction=args.val_fraction, test_fraction=args.test_fraction, gap=args.gap,
-                       normalize=not args.no_normalize)
+                       normalize=not args.no_normalize, drop_nonfinite=args.drop_nonfinite)
     path = prepare(spec, comm)
     info = describe(path)
     splits = ", ".join(f"{name} {start}:{stop}" for name, (start, stop) in info.splits.items())
-    return f"wrote {path}: {info.form} form, {info.num_samples} samples, {splits}"
+    summary = f"wrote {path}: {info.form} form, {info.num_samples} samples, {splits}"
+    if spec.drop_nonfinite:
+        import h5py
+        with h5py.File(path, "r") as handle:
+            dropped = int(handle.attrs["dropped_nonfinite"])
+        unit = "row" if info.form == "series" else "sample"
+        summary += f"; dropped {dropped} {unit}{'' if dropped == 1 else 's'} holding NaN/Inf"
+    return summary
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """`hpcrnn prepare`: converts CSV/.npy/.npz into a schema v1 file (series or windows form) with chronological
 train/val/test splits, a gap between them, and inputs normalised by statistics of the training split only
-(stored in /stats). Works block by block, so memory stays bounded; rank 0 does the work under MPI."""
+(stored in /stats). A NaN/Inf (after conversion to float32) is refused, or its row left out when asked.
+Works block by block, so memory stays bounded; rank 0 does the work under MPI."""
 import math
 import os
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from hpcrnn.data import readers
+from hpcrnn.data import tabular
 from hpcrnn.data.parallel import agree, attempt, chunk_rows, rank_of
 from hpcrnn.data.schema import describe
 from hpcrnn.errors import ConfigError, DataError
@@ -27,6 +28,7 @@ class PrepareSpec:
     test_fraction: float = 0.0
     gap: int = -1                  # samples left out before val and before test; -1 = automatic
     normalize: bool = True
+    drop_nonfinite: bool = False   # leave out rows (series) or samples (windows) holding NaN/Inf; else refuse
 
     def validate(self):
         if min(self.lookback, self.horizon, self.stride) < 1:
@@ -63,11 +65,11 @@ def _prepare(spec):
         raise DataError(f"{spec.input}: no such file")
     columns = None
     if spec.input.lower().endswith(".csv"):
-        names, _ = readers.csv_header(spec.input)
+        names, _ = tabular.csv_header(spec.input)
         columns = _resolve(spec.columns, names, "--columns entry", spec.input) if spec.columns else None
     elif spec.columns:
         raise ConfigError("--columns applies to CSV input only")
-    sources, names = readers.open_input(spec.input, columns)
+    sources, names = tabular.open_input(spec.input, columns)
     if names and columns is not None:
         names = [names[i] for i in columns]
     if "series" in sources:
@@ -92,13 +94,48 @@ def chronological_splits(count, val_fraction, test_fraction, gap, path):
     return {"train": (0, train), "val": (val_start, val_start + val), "test": (count - test, count)}
 
 
-def _copy(source, dset, first=0):
-    """Copies the source's blocks into dset from row `first`; returns rows written."""
-    position = first
+def _checked_blocks(source, drop, keep=None):
+    """The source's blocks as float32; a row with NaN/Inf raises a DataError naming where it is, or is left out
+    when drop. keep: a mask of the rows to copy at all (windows form, --drop-nonfinite)."""
+    first = 0
     for block in source.blocks():
+        values = tabular.to_float32(block)
+        bad = tabular.nonfinite_rows(values)
+        if bad.any() and not drop:
+            raise DataError(tabular.nonfinite_message(source, block, values, first, int(np.argmax(bad))))
+        chosen = ~bad if keep is None else keep[first:first + len(block)] & ~bad
+        first += len(block)
+        yield values if chosen.all() else values[chosen]
+
+
+def _kept_blocks(source, keep=None):
+    """The source's blocks as they are, only the rows where keep is True (all rows without keep)."""
+    first = 0
+    for block in source.blocks():
+        chosen = np.ones(len(block), dtype=bool) if keep is None else keep[first:first + len(block)]
+        first += len(block)
+        yield block if chosen.all() else block[chosen]
+
+
+def _copy(blocks, dset):
+    """Writes the blocks into dset from row 0, then shrinks dset to the rows written; returns their number."""
+    position = 0
+    for block in blocks:
         dset[position:position + len(block)] = block
         position += len(block)
-    return position - first
+    dset.resize(position, axis=0)
+    return position
+
+
+def _finite_samples(sources, count):
+    """Mask of the samples whose /inputs and /targets hold no NaN/Inf (after conversion to float32)."""
+    keep = np.ones(count, dtype=bool)
+    for name in ("inputs", "targets"):
+        first = 0
+        for block in sources[name].blocks() if name in sources else ():
+            keep[first:first + len(block)] &= ~tabular.nonfinite_rows(tabular.to_float32(block))
+            first += len(block)
+    return keep
 
 
 def _create_output(path):
@@ -114,7 +151,7 @@ def _moments(dset, stop, lengths=None):
     """Per-feature mean and std over rows [0, stop) of dset (last axis = features), block by block."""
     features = dset.shape[-1]
     total, sums, squares = 0.0, np.zeros(features), np.zeros(features)
-    step = readers.rows_per_block(dset.shape, np.float64)
+    step = tabular.rows_per_block(dset.shape, np.float64)
     shift = np.asarray(dset[0], dtype=np.float64).reshape(-1, features)[0]   # for a stable variance
     for first in range(0, stop, step):
         block = np.asarray(dset[first:min(stop, first + step)], dtype=np.float64) - shift
@@ -132,7 +169,7 @@ def _moments(dset, stop, lengths=None):
 
 def _normalise(handle, dset, mean, std):
     """dset = (dset - mean) / std in place, block by block; stores /stats/mean and /stats/std."""
-    step = readers.rows_per_block(dset.shape, np.float64)
+    step = tabular.rows_per_block(dset.shape, np.float64)
     for first in range(0, dset.shape[0], step):
         block = dset[first:first + step].astype(np.float64)
         dset[first:first + step] = ((block - mean) / std).astype(dset.dtype)
@@ -145,15 +182,13 @@ def _write_series(spec, source, names):
     rows, features = source.shape
     targets = (_resolve(spec.target_columns, names or [str(i) for i in range(features)], "--target-columns",
                         spec.input) if spec.target_columns else [0])
-    if spec.lookback + spec.horizon > rows:
-        raise DataError(f"{spec.input}: {rows} rows, fewer than lookback + horizon = {spec.lookback + spec.horizon}")
-    windows = (rows - spec.lookback - spec.horizon) // spec.stride + 1
-    gap = spec.gap if spec.gap >= 0 else max(0, math.ceil((spec.lookback + spec.horizon) / spec.stride) - 1)
-    splits = chronological_splits(windows, spec.val_fraction, spec.test_fraction, gap, spec.input)
+    _series_splits(spec, rows)        # too few rows: refused before anything is written
     with _create_output(spec.out) as handle:
-        series = handle.create_dataset("series", (rows, features), dtype="f4",
+        series = handle.create_dataset("series", (rows, features), dtype="f4", maxshape=(None, features),
                                        chunks=(chunk_rows(features * 4, rows), features))
-        _copy(source, series)
+        kept = _copy(_checked_blocks(source, spec.drop_nonfinite), series)
+        _note_dropped(handle, spec, rows - kept)
+        splits = _series_splits(spec, kept)
         for name, value in (("lookback", spec.lookback), ("horizon", spec.horizon), ("stride", spec.stride)):
             series.attrs[name] = np.int64(value)
         series.attrs["target_columns"] = np.asarray(targets, dtype=np.int64)
@@ -165,6 +200,20 @@ def _write_series(spec, source, names):
             _normalise(handle, series, *_moments(series, train_rows))
 
 
+def _series_splits(spec, rows):
+    if spec.lookback + spec.horizon > rows:
+        raise DataError(f"{spec.input}: {rows} rows, fewer than lookback + horizon = {spec.lookback + spec.horizon}")
+    windows = (rows - spec.lookback - spec.horizon) // spec.stride + 1
+    gap = spec.gap if spec.gap >= 0 else max(0, math.ceil((spec.lookback + spec.horizon) / spec.stride) - 1)
+    return chronological_splits(windows, spec.val_fraction, spec.test_fraction, gap, spec.input)
+
+
+def _note_dropped(handle, spec, dropped):
+    """With --drop-nonfinite, the root attribute dropped_nonfinite records how many rows/samples were left out."""
+    if spec.drop_nonfinite:
+        handle.attrs["dropped_nonfinite"] = np.int64(dropped)
+
+
 def _write_splits(handle, splits):
     for name, (start, stop) in splits.items():
         handle.attrs[f"split_{name}"] = np.array([start, stop], dtype=np.int64)
@@ -174,21 +223,25 @@ def _write_windows(spec, sources):
     inputs = sources["inputs"]
     if len(inputs.shape) != 3:
         raise DataError(f"{spec.input}: 'inputs' must be 3-D [N,T,F], found shape {inputs.shape}")
-    count, seq_len, features = inputs.shape
-    gap = max(spec.gap, 0)
-    splits = chronological_splits(count, spec.val_fraction, spec.test_fraction, gap, spec.input)
+    count = inputs.shape[0]
+    for name in ("targets", "labels", "lengths"):
+        if name in sources and sources[name].shape[0] != count:
+            raise DataError(f"{spec.input}: '{name}' has {sources[name].shape[0]} samples but 'inputs' has {count}")
+    chronological_splits(count, spec.val_fraction, spec.test_fraction, max(spec.gap, 0), spec.input)
+    keep = _finite_samples(sources, count) if spec.drop_nonfinite else None
     with _create_output(spec.out) as handle:
         for name in ("inputs", "targets", "labels", "lengths"):
             if name not in sources:
                 continue
             source = sources[name]
-            if source.shape[0] != count:
-                raise DataError(f"{spec.input}: '{name}' has {source.shape[0]} samples but 'inputs' has {count}")
             dtype = "i8" if name in ("labels", "lengths") else "f4"
             row_bytes = 4 * int(np.prod(source.shape[1:], dtype=np.int64)) or 8
-            dset = handle.create_dataset(name, source.shape, dtype=dtype,
+            dset = handle.create_dataset(name, source.shape, dtype=dtype, maxshape=(None,) + tuple(source.shape[1:]),
                                          chunks=(chunk_rows(row_bytes, count),) + tuple(source.shape[1:]))
-            _copy(source, dset)
+            blocks = _checked_blocks(source, spec.drop_nonfinite, keep) if dtype == "f4" else _kept_blocks(source, keep)
+            kept = _copy(blocks, dset)
+        _note_dropped(handle, spec, count - kept)
+        splits = chronological_splits(kept, spec.val_fraction, spec.test_fraction, max(spec.gap, 0), spec.input)
         _write_splits(handle, splits)
         if spec.normalize:
             lengths = handle["lengths"][:] if "lengths" in handle else None

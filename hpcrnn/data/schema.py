@@ -12,6 +12,8 @@ from hpcrnn.errors import DataError
 
 SCHEMA_VERSION = 1
 SPLIT_NAMES = ("train", "val", "test")
+MAX_CLASSES = 100_000       # labels: at most this many classes, and no more than max(N, FEW_CLASSES)
+FEW_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,27 @@ def open_dataset(path, comm=None, check_finite=True):
     agree(comm, scan.verdict(info, findings))
     if info.task == "classification":
         num_classes = int(findings["label_max"]) + 1
+        agree(comm, attempt(path, _check_classes, info, num_classes)[1])
         info = _replace(info, num_classes=num_classes, output_size=num_classes)
     return info
+
+
+def _check_classes(info, num_classes):
+    """A label that makes more classes than max(N, FEW_CLASSES) or MAX_CLASSES is refused, naming its sample."""
+    limit = min(MAX_CLASSES, max(info.num_samples, FEW_CLASSES))
+    if num_classes <= limit:
+        return
+    with h5py.File(info.path, "r") as handle:
+        labels = handle["labels"]
+        step = 1 << 20
+        for first in range(0, labels.shape[0], step):
+            too_big = np.flatnonzero(labels[first:first + step] >= limit)
+            if len(too_big):
+                sample = first + int(too_big[0])
+                value = int(labels[sample])
+                raise DataError(f"{info.path}: /labels at sample {sample} is {value}: {value + 1} classes, more "
+                                f"than the limit of {limit} (max(N = {info.num_samples}, {FEW_CLASSES}), "
+                                f"at most {MAX_CLASSES})")
 
 
 def _replace(info, **changes):
@@ -74,8 +95,10 @@ def describe(path):
         version = handle.attrs.get("hpcrnn_schema")
         if version is None:
             raise DataError(f"{path}: root attribute 'hpcrnn_schema' is missing (not an hpcrnn data file)")
-        if int(np.asarray(version).reshape(-1)[0]) != SCHEMA_VERSION:
-            raise DataError(f"{path}: hpcrnn_schema = {version} is not supported (expected {SCHEMA_VERSION})")
+        value = np.asarray(version)
+        if value.dtype.kind not in "iu" or value.size != 1 or int(value.reshape(-1)[0]) != SCHEMA_VERSION:
+            raise DataError(f"{path}: root attribute hpcrnn_schema = {value.tolist()!r} is not supported "
+                            f"(expected the integer {SCHEMA_VERSION})")
         if "inputs" in handle:
             info = _describe_windows(path, handle)
         elif "series" in handle:
@@ -167,6 +190,13 @@ def _read_splits(path, handle, num_samples):
             raise DataError(f"{path}: root attribute {key} = {value.tolist()} must be [start, stop) "
                             f"with 0 <= start <= stop <= {num_samples}")
         splits[name] = (int(value[0]), int(value[1]))
+    if "train" in splits and splits["train"][0] == splits["train"][1]:
+        raise DataError(f"{path}: root attribute split_train = {list(splits['train'])} is empty (no training samples)")
+    used = sorted((start, stop, name) for name, (start, stop) in splits.items() if stop > start)
+    for (_, stop, name), (start, _, other) in zip(used, used[1:]):
+        if start < stop:
+            raise DataError(f"{path}: root attributes split_{name} = {list(splits[name])} and split_{other} = "
+                            f"{list(splits[other])} overlap")
     return splits
 
 

@@ -110,3 +110,69 @@ def test_evaluate_run_dir_skips_damaged_and_reports_bad_paths(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(run_cli(["evaluate", "--checkpoint", empty, "--data", data]), "no valid checkpoint")
+
+
+def assert_exit_2_naming(result, *fragments):
+    """Exit 2 (a configuration or data error), exactly one line on stderr holding the fragments, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("hpcrnn: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--set", "schedule.gamma=-2"], ["schedule.gamma: must be in (0, 1]"]),
+    (["--lr", 0.001, "--set", "schedule.min_lr=0.01"], ["schedule.min_lr:", "optim.lr"]),
+    (["--seed", -3], ["train.seed: must be >= 0"]),
+    (["--set", "model=3", "--hidden", 8], ["model: expected a table of keys"]),
+    (["--set", "model=3"], ["model: expected a table of keys"]),
+    (["--run-dir", "runs/a\nb"], ["run_dir:", "control character"]),
+    (["--layers", 100_000], ["model.num_layers: must be in [1, 64]"]),
+    (["--hidden", 10 ** 6], ["model.hidden_size: must be in [1, 65536]"]),
+])
+def test_nonsense_config_exits_2_naming_the_key(tmp_path, flags, fragments):
+    data = write_windows(str(tmp_path / "d.h5"))
+    assert_exit_2_naming(run_cli(["train", "--data", data, "--run-dir", tmp_path / "run", *flags], timeout=60),
+                         *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_directory_and_run_dir_file_exit_2(tmp_path):
+    data = write_windows(str(tmp_path / "d.h5"))
+    assert_exit_2_naming(run_cli(["train", "--data", data, "--config", tmp_path]), f"config file {tmp_path}:",
+                         "is a directory")
+    taken = tmp_path / "taken"
+    taken.write_text("not a run directory\n")
+    assert_exit_2_naming(run_cli(["train", "--data", data, "--run-dir", taken]), f"run_dir: {taken} is a file")
+    assert_exit_2_naming(run_cli(["train", "--data", data, "--run-dir", taken / "sub"], ranks=2),
+                         f"run_dir: {taken} is a file")
+    assert taken.read_text() == "not a run directory\n"
+
+
+def edited(path, **attributes):
+    with h5py.File(path, "a") as handle:
+        for name, value in attributes.items():
+            handle.attrs[name] = value
+    return path
+
+
+def test_nonsense_data_files_exit_2_naming_the_attribute(tmp_path):
+    import numpy as np
+    run_dir = tmp_path / "run"
+    overlap = edited(write_windows(str(tmp_path / "o.h5")), split_train=np.array([0, 30]), split_val=np.array([20, 40]))
+    assert_exit_2_naming(run_cli(["train", "--data", overlap, "--run-dir", run_dir]), "split_train", "split_val",
+                         "overlap")
+    empty = edited(write_windows(str(tmp_path / "e.h5")), split_train=np.array([0, 0]), split_val=np.array([0, 40]))
+    assert_exit_2_naming(run_cli(["train", "--data", empty, "--run-dir", run_dir]), "split_train = [0, 0] is empty")
+    for value in ("1", np.array([1, 2])):
+        schema = edited(write_windows(str(tmp_path / "s.h5")), hpcrnn_schema=value)
+        assert_exit_2_naming(run_cli(["train", "--data", schema, "--run-dir", run_dir]), "hpcrnn_schema",
+                             "expected the integer 1")
+    labels = write_windows(str(tmp_path / "l.h5"), labels=3)
+    with h5py.File(labels, "a") as handle:
+        handle["labels"][17] = 10 ** 6
+    assert_exit_2_naming(run_cli(["train", "--data", labels, "--run-dir", run_dir], ranks=2),
+                         "/labels at sample 17 is 1000000")
+    assert not run_dir.exists()

@@ -47,3 +47,17 @@ def test_prepare_error_is_one_line_and_non_zero(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 2 and all("bad.csv: unparsable value" in line for line in lines)
     assert "Traceback" not in result.stderr
+
+
+def test_prepare_refuses_nonfinite_with_exit_2_or_drops_it(tmp_path):
+    csv = tmp_path / "nan.csv"
+    csv.write_text("a,b\n" + "".join(f"{i},{'nan' if i == 7 else i}\n" for i in range(20)))
+    out = str(tmp_path / "o.h5")
+    result = launch(2, "-m", "hpcrnn", "prepare", "--input", str(csv), "--out", out, "--lookback", "2", timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{csv}: line 9, column 'b': non-finite value nan" in lines[0], result.stderr
+    result = launch(2, "-m", "hpcrnn", "prepare", "--input", str(csv), "--out", out, "--lookback", "2",
+                    "--drop-nonfinite", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("; dropped 1 row holding NaN/Inf") == 1

@@ -68,10 +68,19 @@ def test_errors_are_one_line(tmp_path):
     one_line_error(run_cli(["jobs", "render", "nope"]), "job template not found")
 
 
+def test_render_refuses_shell_syntax_and_extra_sbatch_options(tmp_path):
+    output = tmp_path / "job.sh"
+    one_line_error(run_cli(["jobs", "render", "train", "--set", "run_dir=a", "--partition", "p --chdir=/",
+                            "--output", output]), "#SBATCH --partition")
+    one_line_error(run_cli(["jobs", "render", "train", "--set", "run_dir=a", "--set", "train_args=--epochs 1; touch X",
+                            "--output", output]), "train_args: shell syntax ';'")
+    assert not output.exists()
+
+
 def test_render_prints_or_writes(tmp_path):
     result = run_cli(["jobs", "render", "train", "--nodes", 2, "--set", "run_dir=runs/a"])
     assert result.returncode == 0 and "#SBATCH --nodes=2\n" in result.stdout
     output = tmp_path / "job.sh"
     result = run_cli(["jobs", "render", "weak_scaling", "--set", "ranks=1,2", "--set", "out=/x", "--output", output])
     assert result.returncode == 0 and output.read_text().startswith("#!/bin/bash")
-    assert '--mode weak --ranks "1,2" --out "/x"' in output.read_text()
+    assert "--mode weak --ranks=1,2 --out=/x " in output.read_text()

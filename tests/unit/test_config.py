@@ -55,3 +55,72 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="bad.toml"):
         load_config(str(bad))
 
+
+
+@pytest.mark.parametrize("override, fragment", [
+    (["schedule.gamma=-2"], "schedule.gamma: must be in (0, 1]"),
+    (["schedule.gamma=0"], "schedule.gamma: must be in (0, 1]"),
+    (["schedule.gamma=1.5"], "schedule.gamma: must be in (0, 1]"),
+    (["optim.lr=0.01", "schedule.min_lr=0.1"], "schedule.min_lr: 0.1 is above optim.lr = 0.01"),
+    (["schedule.min_lr=-0.1"], "schedule.min_lr: must be >= 0"),
+    (["train.seed=-3"], "train.seed: must be >= 0"),
+    (["model=3"], "model: expected a table of keys, got 3"),
+    (["train=[1, 2]"], "train: expected a table of keys"),
+    (["model.num_layers=100000"], "model.num_layers: must be in [1, 64]"),
+    (["model.hidden_size=65537"], "model.hidden_size: must be in [1, 65536]"),
+    (['run_dir="runs/a\\nb"'], "run_dir: 'runs/a\\nb' may not contain a line break or other control character"),
+    (['run_dir="runs/\\u0007"'], "run_dir: 'runs/\\x07' may not contain"),
+])
+def test_nonsense_is_refused_naming_the_key(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override)
+    assert str(err.value).startswith(fragment.split(":")[0] + ":") and fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_limits_themselves_are_accepted():
+    c = load_config(None, ["schedule.gamma=1", "optim.lr=0.01", "schedule.min_lr=0.01", "train.seed=0",
+                           "model.num_layers=64", "model.hidden_size=65536"])
+    assert (c.schedule.gamma, c.schedule.min_lr, c.model.num_layers, c.model.hidden_size) == (1.0, 0.01, 64, 65536)
+
+
+def test_section_given_a_scalar_with_flags_names_the_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"^model: expected a table of keys, got 3$"):
+        load_config(None, ["model=3"], {"model.hidden_size": 8})
+    path = tmp_path / "c.toml"
+    path.write_text("model = 3\n")
+    with pytest.raises(ConfigError, match=r"^model: expected a table of keys, got 3$"):
+        load_config(str(path), [], {"model.hidden_size": 8})
+
+
+def test_config_that_is_a_directory_or_not_text(tmp_path):
+    with pytest.raises(ConfigError, match=f"^config file {tmp_path}: is a directory, not a TOML file$"):
+        load_config(str(tmp_path))
+    binary = tmp_path / "c.toml"
+    binary.write_bytes(b"\xff\xfe[model]\n")
+    with pytest.raises(ConfigError, match="c.toml"):
+        load_config(str(binary))
+
+
+def test_run_dir_that_is_a_file_or_under_a_file(tmp_path):
+    existing = tmp_path / "taken"
+    existing.write_text("user data\n")
+    with pytest.raises(ConfigError, match=f"^run_dir: {existing} is a file, not a directory$"):
+        load_config(None, [], {"run_dir": str(existing)})
+    with pytest.raises(ConfigError, match=f"^run_dir: {existing} is a file, not a directory \\(so "):
+        load_config(None, [], {"run_dir": str(existing / "sub" / "run")})
+    assert existing.read_text() == "user data\n"
+    assert load_config(None, [], {"run_dir": str(tmp_path / "new" / "run")}).run_dir.endswith("new/run")
+
+
+STRINGS = ["plain", "with space", 'quote " and \\ backslash', "'single'", '"""triple"""', "'''", "\\u0041 not escape",
+           "tab\there", "new\nline", "cr\rreturn", "nul\x00", "bell\x07", "esc\x1b[0m", "del\x7f", "é ü ß 漢字 🚀",
+           "\u2028\u2029", "\x85", "#not comment", "[not.table]", "key = value", ""]
+
+
+@pytest.mark.parametrize("text", STRINGS)
+def test_every_string_round_trips_through_toml(text):
+    c = load_config(None, [], {"data.path": text, "checkpoint.resume": text, "model.cell": "lstm",
+                               "run_dir": "runs/" + "".join(ch for ch in text if ch.isprintable())})
+    assert from_toml_text(to_toml(c)) == c
+    assert from_toml_text(to_toml(c)).data.path == text

@@ -76,3 +76,93 @@ def test_unparsable_csv_and_missing_input(tmp_path):
         prepare(PrepareSpec(input=str(bad), out=str(tmp_path / "x.h5"), lookback=1))
     with pytest.raises(DataError, match="no such file"):
         prepare(PrepareSpec(input=str(tmp_path / "none.npz"), out=str(tmp_path / "x.h5")))
+
+
+def write_csv(path, rows=60, bad=()):
+    """when,a,b with a blank line after data row 2; bad: (data row, column, text) cells to replace."""
+    lines = ["when,a,b\n"]
+    for i in range(rows):
+        cells = [f"t{i}", f"{np.sin(i / 7):.6f}", f"{i * 0.5}"]
+        for row, column, text in bad:
+            cells[column] = text if row == i else cells[column]
+        lines.append(",".join(cells) + "\n")
+        if i == 2:
+            lines.append("\n")
+    path.write_text("".join(lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("text, what", [("nan", "non-finite value nan"), ("-inf", "non-finite value -inf"),
+                                        ("NaN", "non-finite value nan"), ("1e300", "1e+300 overflows float32"),
+                                        ("-3.5e38", "-3.5e+38 overflows float32")])
+def test_nonfinite_csv_value_is_refused_naming_file_line_and_column(tmp_path, text, what):
+    path = write_csv(tmp_path / "data.csv", bad=[(9, 2, text)])     # data row 9: line 1 + 9 + 1 + 1 blank = 12
+    with pytest.raises(DataError) as caught:
+        run(["--input", path, "--out", str(tmp_path / "x.h5"), "--columns", "a,b", "--lookback", "4"])
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line 12, column 'b': {what}") and "--drop-nonfinite" in message
+    assert "\n" not in message
+
+
+def test_nonfinite_value_in_a_column_left_out_is_ignored(tmp_path):
+    path = write_csv(tmp_path / "data.csv", bad=[(9, 2, "nan")])
+    run(["--input", path, "--out", str(tmp_path / "x.h5"), "--columns", "a", "--lookback", "4"])
+    assert open_dataset(str(tmp_path / "x.h5")).num_samples == 60 - 4
+
+
+def test_drop_nonfinite_leaves_out_rows_and_says_how_many(tmp_path):
+    path = write_csv(tmp_path / "data.csv", bad=[(9, 2, "nan"), (20, 1, "inf")])
+    out = str(tmp_path / "x.h5")
+    summary = run(["--input", path, "--out", out, "--columns", "a,b", "--lookback", "4", "--no-normalize",
+                   "--drop-nonfinite"])
+    assert summary.endswith("; dropped 2 rows holding NaN/Inf") and "series form, 54 samples" in summary
+    with h5py.File(out, "r") as handle:
+        series = handle["series"][()]
+        assert handle.attrs["dropped_nonfinite"] == 2
+    expected = np.array([i * 0.5 for i in range(60) if i not in (9, 20)], dtype=np.float32)
+    assert series.shape == (58, 2) and np.array_equal(series[:, 1], expected) and np.isfinite(series).all()
+    assert open_dataset(out).num_samples == 58 - 4
+
+
+def test_nonfinite_npy_series_names_row_and_column(tmp_path):
+    series = np.random.default_rng(0).random((50, 3))
+    series[17, 2] = 1e39                                      # finite in float64, Inf in float32
+    np.save(tmp_path / "s.npy", series)
+    with pytest.raises(DataError, match=r"s\.npy: row 17, column 2: 1e\+39 overflows float32"):
+        run(["--input", str(tmp_path / "s.npy"), "--out", str(tmp_path / "s.h5"), "--lookback", "4"])
+    summary = run(["--input", str(tmp_path / "s.npy"), "--out", str(tmp_path / "s.h5"), "--lookback", "4",
+                   "--drop-nonfinite"])
+    assert "dropped 1 row holding NaN/Inf" in summary and open_dataset(str(tmp_path / "s.h5")).num_samples == 45
+
+
+def windows_npz(path, bad_inputs=(), bad_targets=()):
+    inputs = np.arange(20, dtype=np.float32)[:, None, None] + np.zeros((20, 4, 2), dtype=np.float32)
+    targets = np.arange(20, dtype=np.float64)[:, None] * np.ones((1, 2))
+    for index in bad_inputs:
+        inputs[index] = np.nan
+    for index in bad_targets:
+        targets[index] = np.inf
+    np.savez(path, inputs=inputs, targets=targets, lengths=1 + np.arange(20) % 4)
+    return str(path)
+
+
+def test_nonfinite_npz_windows_name_array_sample_and_index(tmp_path):
+    path = windows_npz(tmp_path / "w.npz", bad_inputs=[(7, 2, 1)])
+    with pytest.raises(DataError, match=r"w\.npz: array 'inputs', sample 7, step 2, feature 1: non-finite value nan"):
+        run(["--input", path, "--out", str(tmp_path / "w.h5")])
+    path = windows_npz(tmp_path / "t.npz", bad_targets=[(11, 1)])
+    with pytest.raises(DataError, match=r"t\.npz: array 'targets', sample 11, column 1: non-finite value inf"):
+        run(["--input", path, "--out", str(tmp_path / "w.h5")])
+
+
+def test_drop_nonfinite_windows_keeps_the_arrays_aligned(tmp_path):
+    path = windows_npz(tmp_path / "w.npz", bad_inputs=[(3, 0, 0)], bad_targets=[(11, 1), (12, 0)])
+    out = str(tmp_path / "w.h5")
+    summary = run(["--input", path, "--out", out, "--no-normalize", "--val-fraction", "0.25", "--drop-nonfinite"])
+    assert "dropped 3 samples holding NaN/Inf" in summary
+    kept = [i for i in range(20) if i not in (3, 11, 12)]
+    with h5py.File(out, "r") as handle:
+        assert np.array_equal(handle["inputs"][:, 0, 0], kept) and np.array_equal(handle["targets"][:, 0], kept)
+        assert np.array_equal(handle["lengths"][()], 1 + np.array(kept) % 4)
+    info = open_dataset(out)
+    assert info.num_samples == 17 and info.splits["train"] == (0, 13) and info.splits["val"] == (13, 17)

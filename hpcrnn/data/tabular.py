@@ -1,5 +1,6 @@
-"""Block readers of `prepare`'s inputs (CSV with a header, .npy, .npz): arrays come out in pieces of rows,
-so that an input far larger than memory is converted with bounded memory."""
+"""The tabular inputs of `hpcrnn prepare` (CSV with a header, .npy, .npz), read in pieces of rows so that an
+input far larger than memory is converted with bounded memory. (Training reads HDF5 through loader.py.)"""
+import bisect
 import io
 import os
 import zipfile
@@ -21,6 +22,37 @@ class ArraySource:
     shape: tuple
     dtype: np.dtype
     blocks: object           # callable() -> iterator of arrays [rows, *shape[1:]]
+    place: object = None     # callable(row, index in the row) -> where that value is in the file, for messages
+
+    def where(self, row, index):
+        """Where value `index` of row `row` is, in the user's terms (CSV line and column, or array indices)."""
+        if self.place is not None:
+            return self.place(row, index)
+        axes = ("row", "column") if self.name == "series" else ("sample", "column") if len(index) == 1 else \
+            ("sample", "step", "feature")
+        prefix = f"array '{self.name}', " if self.path.lower().endswith(".npz") else ""
+        return prefix + ", ".join(f"{axis} {value}" for axis, value in zip(axes, (row, *map(int, index))))
+
+
+def to_float32(block):
+    """The block as stored (float32); a value beyond float32's range becomes Inf here."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(block, dtype=np.float32)
+
+
+def nonfinite_rows(values):
+    """Mask of the rows of values [rows, ...] that hold a NaN or an Inf."""
+    return ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+
+
+def nonfinite_message(source, block, values, first, row):
+    """The one-line error for row `row` of a block (rows first.. of the source): the file, where, and the value."""
+    position = int(np.argmax(~np.isfinite(values[row].reshape(-1))))
+    index = np.unravel_index(position, values.shape[1:])
+    raw = float(np.asarray(block[row], dtype=np.float64).reshape(-1)[position])
+    what = f"{raw:g} overflows float32" if np.isfinite(raw) else f"non-finite value {raw:g}"
+    return (f"{source.path}: {source.where(first + row, index)}: {what} (fix the input, or give "
+            "--drop-nonfinite to leave such rows out)")
 
 
 def rows_per_block(shape, dtype):
@@ -87,12 +119,14 @@ def open_npz(path):
     return sources
 
 
-def _parse_rows(lines, path, first_line, columns):
+def _parse_rows(numbered, path, columns):
+    """Values [rows, columns] of (line number, line) pairs."""
     try:
-        return np.loadtxt(io.StringIO("".join(lines)), delimiter=",", dtype=np.float64, ndmin=2, usecols=columns)
+        return np.loadtxt(io.StringIO("".join(line for _, line in numbered)), delimiter=",", dtype=np.float64,
+                          ndmin=2, usecols=columns)
     except ValueError as error:
-        raise DataError(f"{path}: unparsable value between lines {first_line} and "
-                        f"{first_line + len(lines) - 1} ({error})") from None
+        raise DataError(f"{path}: unparsable value between lines {numbered[0][0]} and "
+                        f"{numbered[-1][0]} ({error})") from None
 
 
 def csv_header(path):
@@ -114,7 +148,13 @@ def open_csv(path, columns=None):
     the columns to read (the others, e.g. time stamps, may hold anything)."""
     names, has_header = csv_header(path)
     picked = list(range(len(names))) if columns is None else list(columns)
-    rows = sum(1 for line in open(path) if line.strip()) - (1 if has_header else 0)
+    first_line = 2 if has_header else 1
+    blank, total = [], 0              # line numbers of the blank lines after the header (skipped), all lines
+    with open(path) as handle:
+        for total, line in enumerate(handle, 1):
+            if total >= first_line and not line.strip():
+                blank.append(total)
+    rows = total - first_line + 1 - len(blank)
     if rows < 1:
         raise DataError(f"{path}: no data rows")
     shape = (rows, len(picked))
@@ -124,16 +164,17 @@ def open_csv(path, columns=None):
         with open(path) as handle:
             if has_header:
                 handle.readline()
-            line_number = 2 if has_header else 1
-            lines = (line for line in handle if line.strip())
-            while True:
-                chunk = list(islice(lines, step))
-                if not chunk:
-                    return
-                values = _parse_rows(chunk, path, line_number, picked)
-                line_number += len(chunk)
-                yield values
-    return {"series": ArraySource(path, "series", shape, np.dtype(np.float64), blocks)}, names
+            lines = ((number, line) for number, line in enumerate(handle, first_line) if line.strip())
+            while chunk := list(islice(lines, step)):
+                yield _parse_rows(chunk, path, picked)
+
+    def place(row, index):
+        """Line number (1-based, the header is line 1) and column name of value `index` of data row `row`."""
+        skipped = 0                   # blank lines before it
+        while skipped != (before := bisect.bisect_right(blank, first_line + row + skipped)):
+            skipped = before
+        return f"line {first_line + row + skipped}, column {names[picked[int(index[0])]]!r}"
+    return {"series": ArraySource(path, "series", shape, np.dtype(np.float64), blocks, place)}, names
 
 
 def open_input(path, columns=None):
