@@ -4,6 +4,7 @@ a stub `srun` (values arrive as literal single words, nothing runs, signals stil
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -224,3 +225,64 @@ def test_placeholder_inside_quotes_is_a_template_error(line):
 def test_comments_get_the_value_as_is_and_code_gets_it_quoted():
     text = render("# results in {{out}}/a\necho {{out}} \"$x\" # {{out}}\nf $(g {{out}})\n", {"out": "/a b"})
     assert text == "# results in /a b/a\necho '/a b' \"$x\" # /a b\nf $(g '/a b')\n"
+
+
+SUMMARY_STUB = r"""#!/bin/bash
+# srun as MPICH's mpiexec may behave: the ranks record their outcome, the launcher exits 0 anyway.
+trap 'mkdir -p runs/a; echo "{\"state\": \"$STATE\"}" > runs/a/summary.json; exit 0' USR1
+printf '%s\0' "$(basename "$0")" "$@" > "$RECORD"
+touch "$RECORD.started"
+for _ in $(seq 100); do sleep 0.1; done
+"""
+
+
+@pytest.mark.parametrize("state, code, requeued", [("preempted", 75, True), ("failed", 1, False),
+                                                   ("done", 0, False)])
+def test_train_script_reads_the_runs_record(tmp_path, state, code, requeued):
+    script = tmp_path / "train.job"
+    render_file("train", {"run_dir": "runs/a"}, str(script))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(SUMMARY_STUB)
+    (bin_dir / "srun").chmod(0o755)
+    real = run_under_stub_with(tmp_path, script, bin_dir, {"STATE": state, "HPCRNN_PYTHON": sys.executable})
+    exit_code, requeue, output = real
+    assert exit_code == code, output
+    assert (requeue == ["requeue", "42"]) == requeued, output
+    assert f"run state {state}" in output
+
+
+def test_train_script_ignores_a_stale_record(tmp_path):
+    script = tmp_path / "train.job"
+    render_file("train", {"run_dir": "runs/a"}, str(script))
+    (tmp_path / "work" / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "work" / "runs" / "a" / "summary.json").write_text('{"state": "preempted"}')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\ntouch "$RECORD.started"\nexit 0\n')
+    (bin_dir / "srun").chmod(0o755)
+    exit_code, requeue, output = run_under_stub_with(tmp_path, script, bin_dir, {"HPCRNN_PYTHON": sys.executable})
+    assert exit_code == 0 and requeue == [] and "run state not recorded" in output, output
+
+
+def run_under_stub_with(tmp_path, script, bin_dir, extra_env):
+    """Runs the script with the given stub srun (and a recording scontrol); sends USR1 once srun started.
+    Returns (exit code, scontrol argv, output)."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (bin_dir / "scontrol").write_text('#!/bin/bash\nprintf "%s " "$@" > "$RECORD.scontrol"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    record = tmp_path / "argv"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record), "HOME": str(tmp_path),
+           "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "SLURM_JOB_ID": "42", **extra_env}
+    shell = subprocess.Popen(["bash", str(script)], cwd=work, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"{record}.started") and shell.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)
+    if shell.poll() is None:
+        shell.send_signal(signal.SIGUSR1)
+    output = shell.communicate(timeout=10)[0]
+    requeue = (tmp_path / "argv.scontrol").read_text().split() if (tmp_path / "argv.scontrol").exists() else []
+    return shell.returncode, requeue, output
