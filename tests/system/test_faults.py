@@ -104,6 +104,29 @@ def test_signal_then_resume_is_bitwise_identical(data, uninterrupted, tmp_path, 
     assert logged == list(range(1, meta["step"] + 1))         # no step lost or repeated
 
 
+def test_repeated_signals_keep_exit_75_and_the_record(data, tmp_path):
+    """A second and third signal 20-300 ms after the first (Slurm's warning plus a scancel, say) arrive while the
+    checkpoint is written or the ranks exit: the exit code and the run's record stay "preempted"."""
+    run_dir = str(tmp_path / "run")
+    job = start(train_args(data, run_dir), ranks=2)
+    wait_for_step(run_dir, 30, job)
+    pids = signal_ranks(run_dir, job, signal.SIGTERM)
+    for delay in (0.02, 0.1, 0.3):
+        time.sleep(delay)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+    out, err = job.communicate(timeout=60)
+    assert job.returncode == PREEMPTED_EXIT, out[-3000:] + err[-3000:]
+    with open(os.path.join(run_dir, "summary.json")) as handle:
+        record = json.load(handle)
+    assert record["state"] == "preempted" and record["checkpoint"] == ckpt.list_checkpoints(
+        os.path.join(run_dir, "checkpoints"))[0]
+    assert ckpt.verifies(record["checkpoint"])
+
+
 def test_resume_with_different_rank_count(data, uninterrupted, tmp_path):
     run_dir = str(tmp_path / "run")
     job = start(train_args(data, run_dir), ranks=2)
