@@ -40,3 +40,12 @@ def test_importing_the_cli_changes_no_environment(monkeypatch):
     sys.modules.pop("hpcrnn.cli", None)
     importlib.import_module("hpcrnn.cli")
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_importing_the_kernels_loads_no_blas():
+    import subprocess
+    import sys
+    code = ("import hpcrnn.kernels, hpcrnn.kernels.common as c, hpcrnn.model; assert not c._LOADED_BLAS; "
+            "import numpy as np, hpcrnn; hpcrnn.Model(cell='rnn'); assert c._LOADED_BLAS")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
