@@ -63,7 +63,7 @@ def test_rank_held_in_training_step_is_named_within_the_timeout(tmp_path, overla
     job = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            cwd=ROOT, start_new_session=True)
     out, err = end_of(job, marker, COMM_TIMEOUT_S + 10)
-    assert marker.exists(), out[-2000:] + err[-2000:]
+    assert marker.exists(), f"rank 1 never reached its 3rd Model.forward_backward:\n{out[-2000:]}{err[-2000:]}"
     after_hold = time.time() - float(marker.read_text())
     assert after_hold < COMM_TIMEOUT_S + 10, f"job ended {after_hold:.1f} s after rank 1 was held\n{err[-2000:]}"
     assert job.returncode != 0, out[-2000:] + err[-2000:]
