@@ -266,7 +266,7 @@ def mutate_all(entries, base, keep_logs):
                 shutil.rmtree(run_env["NUMBA_CACHE_DIR"], ignore_errors=True)
         restore(entry, repo)
         missed += result != "caught"
-        note = f"  [log {log}]" if result != "caught" or keep_logs else ""
+        note = f"  [log {log}]" if (result != "caught" or keep_logs) and os.path.exists(log) else ""
         print(f"{entry['id']:26} {result:11} {time.perf_counter() - t0:5.1f}s  {detail}{note}", flush=True)
     print(f"\n{len(entries) - missed}/{len(entries)} caught in {time.perf_counter() - started:.0f} s")
     return 1 if missed else 0
