@@ -8,7 +8,7 @@ MPIEXEC  = $(shell cat $(VENV)/.mpiexec 2>/dev/null || command -v mpiexec 2>/dev
 export NUMBA_CACHE_DIR ?= $(CURDIR)/$(VENV)/numba-cache-$(shell uname -m)
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup setup-dev run test test-unit test-mpi test-system bench clean
+.PHONY: setup setup-dev run test test-unit test-mpi test-system mutate bench clean
 
 setup:
 	@jobs/setup.sh
@@ -26,16 +26,25 @@ run: setup
 test: setup-dev
 	$(MAKE) --no-print-directory test-unit test-system test-mpi
 
+# Under make the test extras (torch, matplotlib) are required: their absence fails instead of skipping
+# (tests/conftest.py); -rs lists every skip with its reason. HPCRNN_REQUIRE_EXTRAS=0 make ... lets them skip.
+test-unit test-system test-mpi: export HPCRNN_REQUIRE_EXTRAS ?= 1
+
 test-unit:
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/unit -q -rs
 
 test-system:
-	$(PY) -m pytest tests/system -q
+	$(PY) -m pytest tests/system -q -rs
 
-# Every rank runs pytest; the tests are rank-aware. `timeout` ends a run that would hang.
+# Every rank runs pytest; the tests are rank-aware. A failure on any rank aborts the job and each test has a
+# time limit (tests/conftest.py); `timeout` is the last resort for a run that would hang anyway.
 test-mpi:
-	timeout -k 10 900 $(MPIEXEC) -n 2 $(PY) -m pytest tests/mpi -q
-	timeout -k 10 900 $(MPIEXEC) -n 3 $(PY) -m pytest tests/mpi -q
+	timeout -k 10 900 $(MPIEXEC) -n 2 $(PY) -m pytest tests/mpi -q -rs
+	timeout -k 10 900 $(MPIEXEC) -n 3 $(PY) -m pytest tests/mpi -q -rs
+
+# Plants each bug of tests/mutations.py in a scratch copy and runs the tests that must catch it (not in `make test`).
+mutate:
+	$(PY) tests/mutations.py
 
 bench: setup-dev
 	$(PY) bench/kernels.py

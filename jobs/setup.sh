@@ -69,7 +69,7 @@ if [ "$DEV" = 1 ]; then
   "$VPY" -c "import pytest, matplotlib" 2>/dev/null || pipi pytest matplotlib
   if ! "$VPY" -c "import torch" 2>/dev/null; then
     say "installing PyTorch 2.13.0 CPU (reference for kernel tests and benchmarks)"
-    pipi "torch==2.13.0" || say "WARNING: torch 2.13.0 could not be installed; PyTorch comparison tests will skip"
+    pipi "torch==2.13.0" || say "WARNING: torch 2.13.0 could not be installed: make test will stop on it (plain pytest skips the PyTorch comparisons)"
   fi
 fi
 

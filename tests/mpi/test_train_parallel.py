@@ -41,6 +41,13 @@ def losses(run_dir):
         return [r["loss"] for r in map(json.loads, handle) if "event" not in r]
 
 
+def evals(run_dir):
+    """(step, val loss, rmse, count) of each eval line."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
+        return [(r["step"], r["loss"], r["rmse"], r["count"]) for r in map(json.loads, handle)
+                if r.get("event") == "eval"]
+
+
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-10)])
 @pytest.mark.parametrize("n", [47, 5])   # 5 samples: fewer than P x batch, some ranks get nothing
 def test_parallel_matches_serial(shared_dir, dtype, rtol, n):
@@ -61,6 +68,10 @@ def test_parallel_matches_serial(shared_dir, dtype, rtol, n):
     for key in ser:
         np.testing.assert_allclose(par[key], ser[key], rtol=rtol, atol=rtol * 1e-2, err_msg=key)
     np.testing.assert_allclose(losses(parallel_dir), losses(serial_dir), rtol=rtol * 10)
+    par_evals, ser_evals = evals(parallel_dir), evals(serial_dir)   # 47 samples: 9 val, uneven over 2 ranks
+    assert len(par_evals) == (2 if n >= 10 else 0)
+    assert [(e[0], e[3]) for e in par_evals] == [(e[0], e[3]) for e in ser_evals]
+    np.testing.assert_allclose([e[1:3] for e in par_evals], [e[1:3] for e in ser_evals], rtol=rtol * 10)
 
 
 def test_parameters_identical_on_every_rank(shared_dir):

@@ -3,9 +3,12 @@ serially and under mpiexec."""
 import json
 
 import h5py
+import numpy as np
 import pytest
 
+import hpcrnn
 from helpers import ROOT, run_cli, write_windows
+from train_reference import assert_metrics_equal, expected_metrics, newest_checkpoint, read_windows
 
 
 def assert_one_line_error(result, *fragments):
@@ -65,16 +68,65 @@ def test_train_evaluate_predict(tmp_path, ranks):
     assert summary["ranks"] == max(ranks, 1) and summary["steps"] == len(steps)
     again = run_cli(["train", "--data", data, "--run-dir", run_dir], ranks=ranks)
     assert_one_line_error(again, "already holds a run", "--resume auto")
-    ev = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data], ranks=ranks)
+    ev = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--batch-size", 7], ranks=ranks)
     assert ev.returncode == 0, ev.stderr
     metrics = json.loads(ev.stdout.strip().splitlines()[-1])
-    assert metrics["count"] == 60 and metrics["rmse"] > 0
+    model = checkpoint_model(run_dir, cell="gated", hidden_size=8, num_layers=1, dtype=np.float32)
+    x, y = read_windows(data)
+    assert_metrics_equal(metrics, expected_metrics(model, x, y), rtol=1e-5)
     out = tmp_path / "pred.h5"
-    pr = run_cli(["predict", "--checkpoint", run_dir, "--data", data, "--out", out], ranks=ranks)
+    pr = run_cli(["predict", "--checkpoint", run_dir, "--data", data, "--out", out, "--batch-size", 7], ranks=ranks)
     assert pr.returncode == 0, pr.stderr
     with h5py.File(out, "r") as f:
         assert f["predictions"].shape == (60, 2)
         assert f.attrs["hpcrnn_schema"] == 1
+        np.testing.assert_allclose(f["predictions"][()], model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def checkpoint_model(run_dir, **sizes):
+    """hpcrnn.Model with the newest checkpoint's parameters (3 features, 2 outputs: write_windows)."""
+    model = hpcrnn.Model(input_size=3, output_size=2, head="last", **sizes)
+    model.load_state_dict(newest_checkpoint(str(run_dir))[0])
+    return model
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """A serial run on 47 samples (23 of them val), then serial evaluate (val) and predict (all)."""
+    folder = tmp_path_factory.mktemp("uneven")
+    data, run_dir = write_windows(str(folder / "d.h5"), n=47, seq_len=5), folder / "run"
+    result = run_cli(["train", "--data", data, "--cell", "lstm", "--hidden", 6, "--layers", 2, "--epochs", 1,
+                      "--batch-size", 16, "--run-dir", run_dir, "--set", "model.dtype=float64",
+                      "--set", "data.val_fraction=0.5", "--set", "train.progress=none"])
+    assert result.returncode == 0, result.stderr
+    return data, run_dir, evaluate_and_predict(data, run_dir, folder / "pred.h5", 0)
+
+
+def evaluate_and_predict(data, run_dir, out, ranks):
+    """(evaluate --split val metrics, predict rows) of the CLI at `ranks` (0: serial), batches of 5."""
+    ev = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--split", "val", "--batch-size", 5],
+                 ranks=ranks)
+    assert ev.returncode == 0, ev.stderr
+    pr = run_cli(["predict", "--checkpoint", run_dir, "--data", data, "--out", out, "--batch-size", 5], ranks=ranks)
+    assert pr.returncode == 0, pr.stderr
+    with h5py.File(out, "r") as handle:
+        return json.loads(ev.stdout.strip().splitlines()[-1]), handle["predictions"][()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_evaluate_and_predict_at_p_ranks_match_serial_and_numpy(uneven, tmp_path, ranks):
+    data, run_dir, (serial_metrics, serial_rows) = uneven
+    metrics, rows = evaluate_and_predict(data, run_dir, tmp_path / "pred.h5", ranks)
+    model = checkpoint_model(run_dir, cell="lstm", hidden_size=6, num_layers=2, dtype=np.float64)
+    expected = expected_metrics(model, *read_windows(data, 24, 47))
+    assert_metrics_equal(serial_metrics, expected)
+    assert_metrics_equal(metrics, expected)
+    expected_rows = model.predict(read_windows(data)[0]).astype(np.float32)
+    assert rows.shape == serial_rows.shape == (47, 2)
+    for row in range(47):
+        np.testing.assert_allclose(rows[row], expected_rows[row], rtol=1e-6, atol=1e-7, err_msg=f"row {row}")
+        np.testing.assert_allclose(serial_rows[row], expected_rows[row], rtol=1e-6, atol=1e-7, err_msg=f"row {row}")
 
 
 def test_make_run_without_launcher():

@@ -65,3 +65,79 @@ def test_prune_keeps_newest(tmp_path):
     ckpt.prune(str(tmp_path), 2)
     assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == \
         ["step-000000005.h5", "step-000000004.h5"]
+
+
+def fd_path(fd):
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+@pytest.fixture
+def durability_log(monkeypatch):
+    """Records os.fsync (with the path behind the fd and the file size then) and os.replace, in call order."""
+    log, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        log.append(("fsync", fd_path(fd), os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        log.append(("replace", os.path.abspath(src), os.path.abspath(dst)))
+        real_replace(src, dst, **kw)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return log
+
+
+def test_save_fsyncs_file_then_renames_then_fsyncs_directory(tmp_path, durability_log):
+    path = os.path.abspath(ckpt.path_for(str(tmp_path), 3))
+    ckpt.save(path, arrays(3), {"step": 3})
+    renames = [i for i, entry in enumerate(durability_log) if entry[0] == "replace"]
+    assert len(renames) == 1, durability_log
+    at = renames[0]
+    _, temporary, final = durability_log[at]
+    assert final == path and temporary != path and os.path.dirname(temporary) == str(tmp_path)
+    size = os.path.getsize(path)
+    assert ("fsync", temporary, size) in durability_log[:at], \
+        f"the temporary file was not fsynced whole before the rename: {durability_log}"
+    assert any(entry[:2] == ("fsync", str(tmp_path)) for entry in durability_log[at + 1:]), \
+        f"the directory was not fsynced after the rename: {durability_log}"
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
+def big_arrays():
+    return {"params/w": np.arange(300_000, dtype=np.float64), "optimizer/m": np.ones(1000)}
+
+
+@pytest.fixture
+def file_size_limit():
+    """Sets RLIMIT_FSIZE (writes past it fail with EFBIG, as on a full disk) for the duration of a test."""
+    import resource
+    import signal
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_failure_mid_write_keeps_previous_and_leaves_no_temporary(tmp_path, file_size_limit):
+    path = ckpt.path_for(str(tmp_path), 5)
+    ckpt.save(path, arrays(1), {"step": 1})
+    file_size_limit(256 << 10)            # the new image is ~2.4 MB: the write stops a tenth of the way
+    with pytest.raises(OSError):
+        ckpt.save(path, big_arrays(), {"step": 2})
+    assert ckpt.load(path)[1] == {"step": 1}
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
+def test_failed_fsync_keeps_previous_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = ckpt.path_for(str(tmp_path), 5)
+    ckpt.save(path, arrays(1), {"step": 1})
+
+    def broken_fsync(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        ckpt.save(path, arrays(2), {"step": 2})
+    monkeypatch.undo()
+    assert ckpt.load(path)[1] == {"step": 1}
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
