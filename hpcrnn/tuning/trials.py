@@ -1,5 +1,6 @@
-"""Expands a spec into its trials, deterministically from (spec, seed): every grid point, `trials` times, with
-the [random] keys drawn from a generator seeded by (seed, trial index); and each trial's resolved config."""
+"""Expands a spec into its trials, deterministically from (spec, seed): every grid point, `trials` times, each
+pass in a seeded order, with the [random] keys drawn from a generator seeded by (seed, trial index); and each
+trial's resolved config."""
 import itertools
 import math
 import os
@@ -10,6 +11,7 @@ import numpy as np
 from hpcrnn.errors import ConfigError
 
 MAX_TRIALS = 10000          # trial-NNNN
+DRAW_STREAM, ORDER_STREAM = 0, 1    # random streams: (seed, 0, trial) draws [random] values, (seed, 1, pass) orders
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ def sample(name, args, rng):
 
 
 def expand(spec):
-    """The trials: index i takes grid point i % G (G points) and its own draw of every [random] key, so the
-    values of trial i never depend on how many trials there are (more trials extend a sweep)."""
+    """The trials: the grid points `trials` times over, each pass in its own seeded order (so the first trials to
+    reach a rung are not one corner of the grid), each trial with its own draw of every [random] key. The
+    values of trial i never depend on how many trials there are: more trials extend a sweep."""
     points = grid_points(spec.grid)
     count = len(points) * spec.trials
     if count > MAX_TRIALS:
@@ -56,9 +59,11 @@ def expand(spec):
                           f"at most {MAX_TRIALS}")
     trials = []
     for index in range(count):
-        rng = np.random.default_rng([spec.seed, index])
+        repeat, slot = divmod(index, len(points))
+        order = np.random.default_rng([spec.seed, ORDER_STREAM, repeat]).permutation(len(points))
+        rng = np.random.default_rng([spec.seed, DRAW_STREAM, index])
         drawn = {key: sample(name, args, rng) for key, (name, args) in spec.random}
-        trials.append(Trial(index, {**points[index % len(points)], **drawn}))
+        trials.append(Trial(index, {**points[order[slot]], **drawn}))
     return trials
 
 

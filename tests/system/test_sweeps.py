@@ -31,7 +31,7 @@ progress = "none"
 "model.hidden_size" = {hidden}
 
 [sweep]
-seed = 1
+seed = 3
 rungs = [1, 3]
 reduction_factor = 2
 """
@@ -90,8 +90,12 @@ def test_local_sweep_stops_bad_trials_collects_results_and_skips_finished_ones(t
             assert record["decisions"][-1]["decision"] == "stop" and steps < 6 * epoch_steps, (steps, record)
         else:
             assert all(d["decision"] == "promote" for d in record["decisions"]) and steps == 6 * epoch_steps
-        if trial["params"]["optim.lr"] == 1e-5:           # far behind the trials before it at the first rung
+        lrs_seen = {sweep["trials"][int(i)]["params"]["optim.lr"] for i in record["decisions"][0]["seen"]}
+        if trial["params"]["optim.lr"] == 1e-5 and lrs_seen - {1e-5}:   # far behind a better lr at the rung
             assert record["state"] == "stopped" and len(record["decisions"]) == 1, record
+    orders = [t["params"]["optim.lr"] for t in sweep["trials"]]
+    assert orders.index(1e-5) >= 2, "seed 3 runs the lr=1e-5 trials after others (the sweep shuffles the grid)"
+    assert states.count("stopped") >= 2, states
 
     status = run_cli(["sweep", "status", out])
     assert status.returncode == 0, status.stderr

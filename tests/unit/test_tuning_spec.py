@@ -111,7 +111,9 @@ RANDOM = ('[grid]\n"model.num_layers" = [1, 2]\n[random]\n"optim.lr" = {logunifo
 def test_trials_are_grid_points_times_trials_and_deterministic():
     trials = expand(spec_of(RANDOM + "trials = 40\nseed = 3\n"))
     assert len(trials) == 80 and [t.index for t in trials] == list(range(80))
-    assert [t.params["model.num_layers"] for t in trials[:4]] == [1, 2, 1, 2]
+    passes = [sorted(t.params["model.num_layers"] for t in trials[i:i + 2]) for i in range(0, 80, 2)]
+    assert passes == [[1, 2]] * 40, "every pass over the grid holds each point once"
+    assert len({tuple(t.params["model.num_layers"] for t in trials[i:i + 2]) for i in range(0, 80, 2)}) == 2
     assert trials == expand(spec_of(RANDOM + "trials = 40\nseed = 3\n"))
     assert trials[:10] == expand(spec_of(RANDOM + "trials = 5\nseed = 3\n")), "more trials extend a sweep"
     other = expand(spec_of(RANDOM + "trials = 40\nseed = 4\n"))
@@ -130,12 +132,12 @@ def test_trial_config_is_validated_and_names_the_trial(tmp_path):
     data = tmp_path / "d.h5"
     data.write_bytes(b"")
     spec = spec_of('[grid]\n"model.cell" = ["lstm", "nope"]\n', base=f'[data]\npath = "{data}"\n')
-    first, second = expand(spec)
-    config = trial_config(spec, first, str(tmp_path / "out"))
-    assert config.run_dir == str(tmp_path / "out" / "trial-0000") and config.checkpoint.resume == "auto"
+    good, bad = sorted(expand(spec), key=lambda t: t.params["model.cell"])
+    config = trial_config(spec, good, str(tmp_path / "out"))
+    assert config.run_dir == str(tmp_path / "out" / good.name) and config.checkpoint.resume == "auto"
     assert config.model.cell == "lstm" and config.data.path == str(data)
-    with pytest.raises(ConfigError, match=r"s.toml: trial-0001 \(model.cell=nope\): model.cell: unknown cell"):
-        trial_config(spec, second, str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=rf"s.toml: {bad.name} \(model.cell=nope\): model.cell: unknown cell"):
+        trial_config(spec, bad, str(tmp_path / "out"))
     missing = spec_of('[grid]\n"model.cell" = ["lstm"]\n', base='[data]\npath = "/no/such.h5"\n')
     with pytest.raises(ConfigError, match="data.path: no such file: /no/such.h5"):
         trial_config(missing, expand(missing)[0], str(tmp_path / "out"))
