@@ -198,9 +198,14 @@ def draw_panel(axis, key, points, winner, monitor):
                      facecolors="none", edgecolors="black", label="best")
     if numeric and min(values) > 0 and max(values) / min(values) >= 20:
         axis.set_xscale("log")
-    if not numeric:
-        axis.set_xticks(range(len(labels)))
-        axis.set_xticklabels(labels)
+    ticks = sorted(set(values), key=lambda v: (str(type(v)), v)) if numeric else labels
+    if len(ticks) <= 8:
+        axis.set_xticks(ticks if numeric else range(len(labels)))
+        axis.set_xticklabels([format_value(v) for v in ticks])
+        axis.minorticks_off()
+    scores = [p["value"] for p in points]
+    if min(scores) > 0 and max(scores) / min(scores) >= 20:
+        axis.set_yscale("log")
     axis.set_xlabel(key)
     axis.set_ylabel(monitor)
     axis.grid(True, alpha=0.3)

@@ -147,8 +147,8 @@ class LocalPool:
 
 
 def run_local(out, sweep, parallel, prefix, say=print):
-    """Runs the unfinished trials (hold the SweepLock); returns 0, PREEMPTED_EXIT after a signal (run again to continue) or 1 when
-    a trial failed."""
+    """Runs the unfinished trials (the caller holds the SweepLock); returns 0, PREEMPTED_EXIT after a signal
+    (run again to continue) or 1 when a trial failed."""
     todo = unfinished(out, sweep)
     started = time.perf_counter()
     if len(todo) < len(sweep["trials"]):
@@ -219,6 +219,9 @@ def submit_array(out, sweep, parallel, job_set, say=print):
     return 0
 
 
-def describe(sweep, say=print):
-    for trial in sweep["trials"]:
+def describe(sweep, say=print, most=20):
+    """One line per trial (the first `most`)."""
+    for trial in sweep["trials"][:most]:
         say(f"  {trial['name']}: {format_params(trial['params'])}")
+    if len(sweep["trials"]) > most:
+        say(f"  ... and {len(sweep['trials']) - most} more (DIR/trials.json)")

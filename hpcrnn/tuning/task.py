@@ -2,7 +2,6 @@
 follows its metrics.jsonl, takes the ASHA decision at each rung and stops a trial that does not go on (USR1:
 it checkpoints at the next step and exits), passes USR1/TERM it receives on to the training, and keeps the
 trial's record (DIR/trial-NNNN/sweep.json). The same code runs a local trial and a Slurm array task."""
-import math
 import os
 import shlex
 import signal
@@ -14,8 +13,8 @@ from dataclasses import dataclass
 
 from hpcrnn.checkpoint import PREEMPTED_EXIT
 from hpcrnn.tuning import asha
-from hpcrnn.tuning.record import (FINISHED, MetricsTail, evals_of, last_step, read_metrics, read_record,
-                                  read_summary, trial_dir, write_record)
+from hpcrnn.tuning.record import (FINISHED, RECORD_FILE, MetricsTail, evals_of, last_step, read_metrics,
+                                  read_record, read_summary, trial_dir, write_record)
 
 POLL_S = 0.05                 # how often the trial's metrics.jsonl is read while it trains
 
@@ -39,6 +38,7 @@ class TrialTask:
         self.out, self.index, self.settings, self.prefix, self.say = out, index, settings, list(prefix), say
         self.folder = trial_dir(out, index)
         self.child, self.signalled, self.stop_sent, self.failure = None, 0, False, None
+        self.start_mark = 0.0
 
     def forward(self, signum):
         """A preemption signal for this trial (SIGINT is passed on as SIGTERM: checkpoint, then stop)."""
@@ -68,6 +68,8 @@ class TrialTask:
                       reason="")
         write_record(self.folder, record)
         started = time.time()
+        # a summary.json newer than this write is this start's (file times, as jobs/train.sbatch compares them)
+        self.start_mark = os.path.getmtime(os.path.join(self.folder, RECORD_FILE))
         with open(os.path.join(self.folder, "train.log"), "a") as log:
             log.write(f"$ {shlex.join(self.command())}\n")
             log.flush()
@@ -118,8 +120,7 @@ class TrialTask:
     def finish(self, record, code, started):
         """Records the outcome of this start; returns the trial's state."""
         summary = read_summary(self.folder)
-        summary_path = os.path.join(self.folder, "summary.json")
-        fresh = summary and os.path.getmtime(summary_path) >= started - 1.0
+        fresh = summary and os.path.getmtime(os.path.join(self.folder, "summary.json")) >= self.start_mark
         run_state = summary.get("state") if fresh else None
         record["wall_s"] += time.time() - started
         record["train_s"] += float(summary.get("wall_s", 0.0)) if fresh else 0.0
@@ -160,7 +161,3 @@ def settings_from(sweep):
     return Settings(monitor=sweep["monitor"], metric=sweep["metric"], maximize=sweep["maximize"],
                     rungs=tuple(sweep["rungs"]), reduction_factor=sweep["reduction_factor"],
                     ranks=sweep["ranks"], count=len(sweep["trials"]))
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -69,6 +69,29 @@ def one_line_error(result, fragment):
     assert len(lines) == 1 and lines[0].startswith("hpcrnn: error: ") and fragment in lines[0], result.stderr
 
 
+def check_trials(out, sweep, trial_records, epochs):
+    """Every trial met the first rung; each decision follows the rule from the values it saw; stopped trials
+    trained less than the others, which trained to the end; an lr=1e-5 trial that saw a better lr was stopped."""
+    epoch_steps = steps_per_epoch(out / "trial-0000")
+    states = [r["state"] for r in trial_records]
+    for trial, record in zip(sweep["trials"], trial_records):
+        steps = len(step_lines(out / trial["name"]))
+        assert [d["rung"] for d in record["decisions"]][:1] == [1], record   # every trial met the first rung
+        for decision in record["decisions"]:              # each decision follows the rule from what it saw
+            seen = list(decision["seen"].values())
+            assert asha.decide(decision["value"], seen, 2.0, False)[0] == (decision["decision"] == "promote")
+        if record["state"] == "stopped":
+            assert record["decisions"][-1]["decision"] == "stop" and steps < epochs * epoch_steps, (steps, record)
+        else:
+            assert all(d["decision"] == "promote" for d in record["decisions"]) and steps == epochs * epoch_steps
+        lrs_seen = {sweep["trials"][int(i)]["params"]["optim.lr"] for i in record["decisions"][0]["seen"]}
+        if trial["params"]["optim.lr"] == 1e-5 and lrs_seen - {1e-5}:   # far behind a better lr at the rung
+            assert record["state"] == "stopped" and len(record["decisions"]) == 1, record
+    orders = [t["params"]["optim.lr"] for t in sweep["trials"]]
+    assert orders.index(1e-5) >= 2, "seed 3 runs the lr=1e-5 trials after others (the sweep shuffles the grid)"
+    assert states.count("stopped") >= 2, states
+
+
 @pytest.mark.slow
 def test_local_sweep_stops_bad_trials_collects_results_and_skips_finished_ones(tmp_path, dataset):
     spec, out = write_spec(tmp_path / "sweep.toml", dataset), tmp_path / "out"
@@ -79,24 +102,7 @@ def test_local_sweep_stops_bad_trials_collects_results_and_skips_finished_ones(t
     sweep, trial_records = records(out)
     states = [r["state"] for r in trial_records]
     assert len(states) == 6 and set(states) <= {"done", "stopped"} and "done" in states, states
-    epoch_steps = steps_per_epoch(out / "trial-0000")
-    for trial, record in zip(sweep["trials"], trial_records):
-        steps = len(step_lines(out / trial["name"]))
-        assert [d["rung"] for d in record["decisions"]][:1] == [1], record   # every trial met the first rung
-        for decision in record["decisions"]:              # each decision follows the rule from what it saw
-            seen = list(decision["seen"].values())
-            assert asha.decide(decision["value"], seen, 2.0, False)[0] == (decision["decision"] == "promote")
-        if record["state"] == "stopped":
-            assert record["decisions"][-1]["decision"] == "stop" and steps < 6 * epoch_steps, (steps, record)
-        else:
-            assert all(d["decision"] == "promote" for d in record["decisions"]) and steps == 6 * epoch_steps
-        lrs_seen = {sweep["trials"][int(i)]["params"]["optim.lr"] for i in record["decisions"][0]["seen"]}
-        if trial["params"]["optim.lr"] == 1e-5 and lrs_seen - {1e-5}:   # far behind a better lr at the rung
-            assert record["state"] == "stopped" and len(record["decisions"]) == 1, record
-    orders = [t["params"]["optim.lr"] for t in sweep["trials"]]
-    assert orders.index(1e-5) >= 2, "seed 3 runs the lr=1e-5 trials after others (the sweep shuffles the grid)"
-    assert states.count("stopped") >= 2, states
-
+    check_trials(out, sweep, trial_records, epochs=6)
     status = run_cli(["sweep", "status", out])
     assert status.returncode == 0, status.stderr
     assert f"6 trials: 0 pending, 0 running, {states.count('done')} done, {states.count('stopped')} stopped, " \

@@ -32,7 +32,8 @@ def error_of(text, base=BASE):
 
 def test_a_full_spec():
     spec = spec_of('[grid]\n"optim.lr" = [1e-3, 3e-3]\nmodel.num_layers = [1, 2]\n'
-                   '[random]\n"model.hidden_size" = {choice = [32, 64]}\noptim.weight_decay = {loguniform = [1e-6, 1e-3]}\n'
+                   '[random]\n"model.hidden_size" = {choice = [32, 64]}\n'
+                   'optim.weight_decay = {loguniform = [1e-6, 1e-3]}\n'
                    '[sweep]\ntrials = 3\nseed = 7\nmonitor = "val_rmse"\nrungs = [1, 3]\nreduction_factor = 3\n')
     assert spec.grid == (("optim.lr", (1e-3, 3e-3)), ("model.num_layers", (1, 2)))
     assert spec.random == (("model.hidden_size", ("choice", (32, 64))),
