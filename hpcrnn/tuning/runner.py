@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -181,7 +182,10 @@ def queued_jobs(job_ids):
     """Those of `job_ids` that Slurm still has queued or running."""
     if not job_ids:
         return []
-    result = subprocess.run(["squeue", "-h", "-o", "%F", "-j", ",".join(job_ids)], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["squeue", "-h", "-o", "%F", "-j", ",".join(job_ids)], capture_output=True, text=True)
+    except FileNotFoundError:
+        return []
     return sorted(set(result.stdout.split()) & set(job_ids)) if result.returncode == 0 else []
 
 
@@ -192,6 +196,8 @@ def submit_array(out, sweep, parallel, job_set, say=print):
     if not todo:
         say(f"all {len(sweep['trials'])} trials of {out} are finished; next: hpcrnn sweep collect {out}")
         return 0
+    if not shutil.which("sbatch"):
+        raise ConfigError("--launcher slurm: sbatch not found (run on a Slurm login node, or --launcher local)")
     busy = queued_jobs(sweep["jobs"])
     if busy:
         raise ConfigError(f"{out}: job {busy[0]} of this sweep is still queued or running; wait for it to end "
@@ -207,7 +213,8 @@ def submit_array(out, sweep, parallel, job_set, say=print):
     render_file("sweep_array", values, script)
     result = subprocess.run(["sbatch", "--parsable", script], capture_output=True, text=True, cwd=out)
     if result.returncode != 0:
-        raise ConfigError(f"sbatch {script} failed: {result.stderr.strip() or result.stdout.strip()}")
+        said = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()] or ["no output"]
+        raise ConfigError(f"sbatch {script} failed (exit {result.returncode}): {said[-1].strip()}")
     job_id = result.stdout.strip().split(";")[0]
     for index in todo:
         record = read_record(trial_dir(out, index))

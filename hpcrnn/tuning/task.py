@@ -89,16 +89,16 @@ class TrialTask:
         decided = {d["rung"] for d in record["decisions"]}
         for line in evals_of(tail.new_records()):
             epoch = line.get("epoch")
-            if self.stop_sent or self.failure or epoch not in self.settings.rungs or epoch in decided:
-                continue
-            if self.settings.metric not in line:
+            if self.stop_sent:
+                return
+            if self.settings.metric not in line:      # the sweep could neither stop nor rank this trial
                 have = ", ".join(k for k in line if k not in ("event", "split", "step", "epoch", "count"))
                 self.failure = (f"monitor {self.settings.monitor}: the eval lines have no '{self.settings.metric}' "
                                 f"(they have {have})")
                 self.stop()
-                return
-            self.decide(record, epoch, float(line[self.settings.metric]), line.get("step"))
-            decided.add(epoch)
+            elif epoch in self.settings.rungs and epoch not in decided:
+                self.decide(record, epoch, float(line[self.settings.metric]), line.get("step"))
+                decided.add(epoch)
 
     def decide(self, record, rung, value, step):
         s = self.settings

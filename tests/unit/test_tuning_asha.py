@@ -145,3 +145,57 @@ def test_records_survive_json_with_nan(tmp_path):
     write_record(str(tmp_path), {"rungs": {"1": NAN}})
     assert math.isnan(read_record(str(tmp_path))["rungs"]["1"])
     assert json.loads((tmp_path / "sweep.json").read_text(), parse_constant=lambda c: c)["rungs"]["1"] == "NaN"
+
+
+class FakeChild:
+    """Stands in for the training process: running, and records the signals it is sent."""
+
+    def __init__(self):
+        self.signals = []
+
+    def poll(self):
+        return None
+
+    def send_signal(self, signum):
+        self.signals.append(signum)
+
+
+def eval_line(epoch, **metrics):
+    return json.dumps({"event": "eval", "split": "val", "step": 10 * epoch, "epoch": epoch, **metrics}) + "\n"
+
+
+def follow_lines(tmp_path, lines, rungs=(1, 3), others=()):
+    """Runs TrialTask.follow over metrics lines of trial 0 (trials 1.. recorded `others` at rung 1)."""
+    out = str(tmp_path)
+    for index, value in enumerate(others, 1):
+        write_record(trial_dir(out, index), {"rungs": {"1": value}})
+    settings = Settings(monitor="val_loss", metric="loss", maximize=False, rungs=rungs, reduction_factor=2.0,
+                        ranks=1, count=1 + len(others))
+    task = TrialTask(out, 0, settings, say=lambda text: None)
+    task.child = FakeChild()
+    folder = trial_dir(out, 0)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "metrics.jsonl"), "w") as handle:
+        handle.writelines(lines)
+    record = read_record(folder)
+    task.follow(MetricsTail(os.path.join(folder, "metrics.jsonl")), record)
+    return task, record
+
+
+def test_follow_decides_at_rung_epochs_only_and_stops_a_trial_once(tmp_path):
+    lines = [json.dumps({"step": 1, "epoch": 0, "loss": 1.0}) + "\n", eval_line(1, loss=0.5), eval_line(2, loss=0.4),
+             eval_line(3, loss=0.3)]
+    task, record = follow_lines(tmp_path / "a", lines)
+    assert [(d["rung"], d["decision"]) for d in record["decisions"]] == [(1, "promote"), (3, "promote")]
+    assert record["rungs"] == {"1": 0.5, "3": 0.3} and task.child.signals == []
+    assert read_record(trial_dir(str(tmp_path / "a"), 0))["decisions"] == record["decisions"], "written at once"
+    task, record = follow_lines(tmp_path / "b", lines, others=(0.1, 0.2))
+    assert [(d["rung"], d["decision"]) for d in record["decisions"]] == [(1, "stop")], "nothing after the stop"
+    assert task.child.signals == [signal.SIGUSR1] and task.stop_sent
+
+
+def test_follow_fails_a_trial_whose_eval_lines_lack_the_monitored_metric(tmp_path):
+    task, record = follow_lines(tmp_path, [eval_line(1, accuracy=0.5)], rungs=())
+    assert task.failure == "monitor val_loss: the eval lines have no 'loss' (they have accuracy)"
+    assert task.child.signals == [signal.SIGUSR1] and record["decisions"] == []
+    assert task.outcome(PREEMPTED_EXIT, "preempted") == ("failed", task.failure)
