@@ -42,6 +42,8 @@ def add_study_commands(sub):
     from hpcrnn.scaling.commands import add_jobs_args, add_scaling_args
     add_scaling_args(sub.add_parser("scaling", help="strong/weak scaling sweeps and reports"))
     add_jobs_args(sub.add_parser("jobs", help="render Slurm job scripts"))
+    from hpcrnn.tuning.commands import add_sweep_args
+    add_sweep_args(sub.add_parser("sweep", help="hyperparameter sweeps: local or Slurm job arrays, ASHA rungs"))
 
 
 def train_config(args):
@@ -102,7 +104,7 @@ def dispatch(args, comm):
         if comm.rank == 0:
             print(summary, flush=True)
         return 0
-    if args.command in ("scaling", "jobs"):
+    if args.command in ("scaling", "jobs", "sweep"):
         return args.handler(args, comm) or 0
     return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}[args.command](args, comm)
 

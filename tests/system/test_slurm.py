@@ -1,6 +1,7 @@
 """The job scripts in jobs/ against a real single-node Slurm (tests/system/slurm_cluster.py): rendered scripts
 pass `sbatch --test-only`, a 2-rank training job completes, a USR1-preempted job checkpoints, exits 75, is
-requeued and resumes to the end, and a scaling sweep runs as job steps. Skipped where Slurm cannot run."""
+requeued and resumes to the end, a scaling sweep runs as job steps, and a hyperparameter sweep runs as a job array
+with one task preempted, requeued and finished. Skipped where Slurm cannot run."""
 import json
 import os
 import re
@@ -67,7 +68,9 @@ def test_rendered_templates_pass_sbatch_test_only(cluster, tmp_path):
                render(tmp_path / "strong.job", "strong_scaling", "--ntasks-per-node", 2,
                       "--set", f"out={tmp_path}/s", "--set", "ranks=1,2"),
                render(tmp_path / "weak.job", "weak_scaling", "--ntasks-per-node", 2, "--cpus-per-task", 1,
-                      "--set", f"out={tmp_path}/w", "--set", "ranks=1,2")]
+                      "--set", f"out={tmp_path}/w", "--set", "ranks=1,2"),
+               render(tmp_path / "array.job", "sweep_array", "--ntasks-per-node", 2,
+                      "--set", f"out={tmp_path}/a", "--set", "array=0-3%2")]
     for script in scripts:
         result = subprocess.run(["sbatch", "--test-only", script], env=cluster.env, capture_output=True, text=True)
         assert result.returncode == 0 and "to start at" in result.stderr, (script, result.stderr)
@@ -133,3 +136,72 @@ def test_scaling_sweep_runs_as_job_steps(cluster, tmp_path):
         assert record["ranks"] == record["summary_ranks"] == ranks
         assert record["global_batch"] == 16 and record["launcher"][0] == "srun"
     assert json.loads(read(out / "allreduce.json"))["ranks_used"] == [2]
+
+
+SWEEP_SPEC = """
+[data]
+path = "{data}"
+val_fraction = 0.25
+[model]
+cell = "lstm"
+hidden_size = 8
+[train]
+epochs = 60
+batch_size = 16
+progress = "none"
+[grid]
+"optim.lr" = [0.01, 1e-5, 3e-6]
+[sweep]
+seed = 3
+rungs = [1]
+reduction_factor = 2
+"""
+
+
+def test_sweep_job_array_with_a_preempted_task(cluster, tmp_path, dataset):
+    """Three 2-rank trials as a job array, one at a time (%1): trial 0 (lr 0.01 with seed 3) passes its rung (first
+    there), is sent USR1, checkpoints, is requeued and finishes; trials 1 and 2 (lr 1e-5, 3e-6) meet its value at
+    the rung and are stopped early."""
+    spec, out = tmp_path / "sweep.toml", tmp_path / "sweep"
+    spec.write_text(SWEEP_SPEC.format(data=dataset))
+    started = time.monotonic()
+    result = run_cli(["sweep", "run", "--spec", spec, "--out", out, "--launcher", "slurm", "--ranks", 2,
+                      "--parallel", 1, "--job-set", f"partition={PARTITION}", "--job-set", f"venv={VENV}",
+                      "--job-set", "time=00:10:00"], env=cluster.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    array = result.stdout.split("submitted job array ")[1].split(":")[0]
+    first = out / "trial-0000"
+
+    def promoted():
+        record = json.loads(read(first / "sweep.json")) if (first / "sweep.json").exists() else {}
+        return [d["decision"] for d in record.get("decisions", [])] == ["promote"]
+    cluster.wait_for(promoted, 120, "trial 0 did not reach its rung")
+    # Slurm 22.05 signals an array task's batch shell at once but answers "Job can not be altered now, try again
+    # later", and scancel retries for ~20 s, signalling the requeued start again: one attempt only.
+    try:
+        subprocess.run(["scancel", "--signal=USR1", "--batch", f"{array}_0"], env=cluster.env, timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    requeued = cluster.wait_job(f"{array}_0", ("PENDING", "FAILED", "COMPLETED", "CANCELLED"), timeout=90)
+    assert requeued["JobState"] == "PENDING" and requeued["Restarts"] == "1", requeued
+    cluster.start_requeued(f"{array}_0")
+    cluster.wait_for(lambda: not cluster.run("squeue", "-h", "-j", array, check=False).strip(), 300,
+                     "the job array did not end")
+    print(f"3-trial sweep job array with a preempted task: {time.monotonic() - started:.1f} s")
+    logs = {i: read(out / f"slurm-{array}_{i}.out") for i in range(3)}
+    for index in range(3):
+        assert cluster.job(f"{array}_{index}")["JobState"] == "COMPLETED", logs[index]
+    assert cluster.job(f"{array}_0")["Restarts"] == "1"
+    assert "received USR1" in logs[0] and "exit code 75" in logs[0] and "requeueing" in logs[0], logs[0]
+    assert "restart 1" in logs[0]
+    records = [json.loads(read(out / f"trial-{i:04d}" / "sweep.json")) for i in range(3)]
+    assert [r["state"] for r in records] == ["done", "stopped", "stopped"], records
+    assert records[0]["starts"] == 2 and records[1]["decisions"][0]["seen"] == {"0": records[0]["rungs"]["1"]}
+    total = 60 * steps_per_epoch(read(first / "train.log"))
+    assert steps_of(first) == list(range(1, total + 1)), "the requeued trial continued from its checkpoint"
+    summary = json.loads(read(first / "summary.json"))
+    assert summary["ranks"] == 2 and summary["resumed_from"] and summary["state"] == "done"
+    status = run_cli(["sweep", "status", out])
+    assert "3 trials: 0 pending, 0 running, 1 done, 2 stopped, 0 failed" in status.stdout, status.stdout
+    collected = run_cli(["sweep", "collect", out])
+    assert collected.returncode == 0 and "best: trial-0000" in collected.stdout, collected.stdout + collected.stderr

@@ -66,13 +66,14 @@ def test_assignments():
 
 def test_find_template_by_name_and_unknown_name():
     assert find_template("train") == os.path.join(JOBS_DIR, "train.sbatch")
-    with pytest.raises(ConfigError, match="strong_scaling, train, weak_scaling"):
+    with pytest.raises(ConfigError, match="strong_scaling, sweep_array, train, weak_scaling"):
         find_template("nope")
 
 
-@pytest.mark.parametrize("name", ["train", "strong_scaling", "weak_scaling"])
+@pytest.mark.parametrize("name", ["train", "strong_scaling", "weak_scaling", "sweep_array"])
 def test_shipped_templates_render_with_required_parts(tmp_path, name):
     values = {"run_dir": "runs/a"} if name == "train" else {"out": "/sweeps/a", "ranks": "1,2"}
+    values = {"out": "/sweeps/a", "array": "0-7%2"} if name == "sweep_array" else values
     output = tmp_path / "job.sh"
     text = render_file(name, {**values, "ntasks_per_node": "4", "cpus_per_task": "2"}, str(output))
     assert os.access(output, os.X_OK) and output.read_text() == text
