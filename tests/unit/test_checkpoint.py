@@ -65,3 +65,15 @@ def test_prune_keeps_newest(tmp_path):
     ckpt.prune(str(tmp_path), 2)
     assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == \
         ["step-000000005.h5", "step-000000004.h5"]
+
+
+def test_best_is_neither_listed_nor_pruned_nor_resumed_from(tmp_path):
+    best = ckpt.best_path(str(tmp_path))
+    ckpt.save(best, arrays(1), {"step": 1})
+    for step in range(2, 6):
+        ckpt.save(ckpt.path_for(tmp_path, step), arrays(step), {"step": step})
+    assert best not in ckpt.list_checkpoints(str(tmp_path))
+    ckpt.prune(str(tmp_path), 1)
+    assert sorted(os.listdir(tmp_path)) == ["best.h5", "step-000000005.h5"]
+    assert ckpt.load(best)[1] == {"step": 1}
+    assert ckpt.load_latest(str(tmp_path))[2] == {"step": 5}
