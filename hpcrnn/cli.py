@@ -23,19 +23,25 @@ def build_parser():
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     for flag, (key, typ) in TRAIN_FLAGS.items():
         train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=f"sets {key}")
-    ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset")
-    ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--data", required=True)
+    ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset, against baselines")
+    add_checkpoint_args(ev)
     ev.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--season", type=int, help="season length in steps: adds the seasonal_naive baseline")
     pr = sub.add_parser("predict", help="write a checkpoint's predictions on a dataset to HDF5")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--data", required=True)
+    add_checkpoint_args(pr)
     pr.add_argument("--out", required=True)
-    pr.add_argument("--batch-size", type=int, default=256)
     sub.add_parser("info", help="versions, MPI and HDF5 capabilities, CPU")
     add_study_commands(sub)
     return parser
+
+
+def add_checkpoint_args(parser):
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    parser.add_argument("--which", choices=("best", "last"),
+                        help="of a run directory: best (checkpoints/best.h5 when there is one; the default) "
+                             "or last (the newest checkpoint)")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--batch-size", type=int, default=256)
 
 
 def add_study_commands(sub):
@@ -74,7 +80,7 @@ def cmd_train(args, comm):
 
 def cmd_evaluate(args, comm):
     from hpcrnn.evaluate import format_metrics, run_evaluate
-    metrics = run_evaluate(args.checkpoint, args.data, comm, args.split, args.batch_size)
+    metrics = run_evaluate(args.checkpoint, args.data, comm, args.split, args.batch_size, args.which, args.season)
     if comm.rank == 0:
         print(format_metrics(metrics), flush=True)
     return 0
@@ -82,7 +88,7 @@ def cmd_evaluate(args, comm):
 
 def cmd_predict(args, comm):
     from hpcrnn.predict import run_predict
-    rows = run_predict(args.checkpoint, args.data, args.out, comm, args.batch_size)
+    rows = run_predict(args.checkpoint, args.data, args.out, comm, args.batch_size, args.which)
     if comm.rank == 0:
         print(f"wrote {rows} predictions to {args.out}", flush=True)
     return 0
@@ -104,7 +110,8 @@ def dispatch(args, comm):
         return 0
     if args.command in ("scaling", "jobs"):
         return args.handler(args, comm) or 0
-    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}[args.command](args, comm)
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+    return commands[args.command](args, comm)
 
 
 def main(argv=None):
