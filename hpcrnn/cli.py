@@ -1,4 +1,4 @@
-"""Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|scaling|jobs|info`, serial or under MPI."""
+"""Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|report|scaling|jobs|info`, serial or under MPI."""
 import argparse
 import sys
 
@@ -30,6 +30,10 @@ def build_parser():
     pr = sub.add_parser("predict", help="write a checkpoint's predictions on a dataset to HDF5")
     add_checkpoint_args(pr)
     pr.add_argument("--out", required=True)
+    rp = sub.add_parser("report", help="RUN_DIR/report.md with plots of a run and its evaluation")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--data", help="data file to evaluate on (default: the run's data.path)")
+    rp.add_argument("--season", type=int, help="season length in steps: adds the seasonal_naive baseline")
     sub.add_parser("info", help="versions, MPI and HDF5 capabilities, CPU")
     add_study_commands(sub)
     return parser
@@ -94,6 +98,14 @@ def cmd_predict(args, comm):
     return 0
 
 
+def cmd_report(args, comm):
+    from hpcrnn.report import run_report
+    path = run_report(args.run_dir, comm, data=args.data, season=args.season)
+    if comm.rank == 0:
+        print(f"report: {path}", flush=True)
+    return 0
+
+
 def cmd_info(args, comm):
     from hpcrnn.runinfo import format_report, report
     if comm.rank == 0:
@@ -110,7 +122,8 @@ def dispatch(args, comm):
         return 0
     if args.command in ("scaling", "jobs"):
         return args.handler(args, comm) or 0
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report,
+                "info": cmd_info}
     return commands[args.command](args, comm)
 
 
