@@ -81,7 +81,7 @@ def write_report(paths, config_text, evaluation, why_not, split):
     summary = read_summary(paths.summary)
     best = summary.get("best") or {}
     os.makedirs(paths.report_plots, exist_ok=True)
-    plots = all_plots(records, best.get("step"), paths.report_plots)
+    plots = all_plots(records, best.get("step"), paths.report_plots, baseline_lines(evaluation, split))
     folder = os.path.basename(paths.report_plots)
     lines = [f"# Run report: {paths.path}", ""] + overview(summary, records) + [""]
     lines += evaluation_section(evaluation, why_not, split)
@@ -92,6 +92,18 @@ def write_report(paths, config_text, evaluation, why_not, split):
     with open(tmp, "w") as handle:
         handle.write("\n".join(lines))
     os.replace(tmp, paths.report)
+
+
+def baseline_lines(evaluation, split):
+    """{metric: {baseline: value}} of the evaluation on the val split, for the val metric plots."""
+    if evaluation is None or split != "val":
+        return None
+    lines = {}
+    for name, scores in evaluation.get("baselines", {}).items():
+        for metric in ("rmse", "mae", "accuracy"):
+            if metric in scores:
+                lines.setdefault(metric, {})[name] = scores[metric]
+    return lines
 
 
 def overview(summary, records):

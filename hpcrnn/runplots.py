@@ -59,17 +59,23 @@ def loss_plot(steps, evals, best_step, folder):
     return save(figure, folder, "loss.png")
 
 
-def val_metrics_plot(evals, best_step, folder):
-    """One panel per val metric (loss, rmse, mae or accuracy); None when the run has no evaluations."""
+def val_metrics_plot(evals, best_step, folder, references=None):
+    """One panel per val metric (loss, rmse, mae or accuracy), log scale when it spans more than 10x;
+    references: {metric: {baseline name: value}} drawn as horizontal lines. None without evaluations."""
     names = [k for k in evals[0] if k not in EVAL_SKIP] if evals else []
     if not names:
         return None
     plt = pyplot()
     figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False)
     for axis, name in zip(axes[0], names):
-        axis.plot([r["step"] for r in evals], [r.get(name) for r in evals], "o-", label=f"val {name}")
+        values = [r.get(name) for r in evals]
+        axis.plot([r["step"] for r in evals], values, "o-", markersize=3, label=f"val {name}")
+        for (baseline, value), style in zip((references or {}).get(name, {}).items(), (":", "-.", "--")):
+            axis.axhline(value, color="grey", linestyle=style, linewidth=1.2, label=baseline)
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        spread = positive(values) and finite and max(finite) > 10 * min(finite)
         axis.set_title(f"val {name}")
-        finish(axis, name, best_step)
+        finish(axis, name, best_step, log=bool(spread))
     return save(figure, folder, "val_metrics.png")
 
 
@@ -119,14 +125,15 @@ def phases_plot(steps, best_step, folder):
     return save(figure, folder, "phases.png")
 
 
-def all_plots(records, best_step, folder):
-    """Writes every figure into folder; returns {title: file name} in report order."""
+def all_plots(records, best_step, folder, references=None):
+    """Writes every figure into folder; returns {title: file name} in report order. references: baseline
+    values of val metrics ({metric: {name: value}}), drawn on their panels."""
     steps, evals = split_records(records)
     made = {}
     if steps:
         made["Train loss"] = loss_plot(steps, evals, best_step, folder)
     if evals:
-        made["Validation metrics"] = val_metrics_plot(evals, best_step, folder)
+        made["Validation metrics"] = val_metrics_plot(evals, best_step, folder, references)
     if steps:
         made["Learning rate"] = learning_rate_plot(steps, best_step, folder)
         made["Throughput"] = throughput_plot(steps, best_step, folder)
