@@ -77,8 +77,11 @@ def cmd_train(args, comm):
             print(f"hpcrnn: {stop}; exit {PREEMPTED_EXIT} (requeue to resume with --resume auto)", flush=True)
         return PREEMPTED_EXIT
     if comm.rank == 0:
-        print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.6g}, "
-              f"{summary['wall_s']:.1f} s; run directory {config.run_dir}", flush=True)
+        best = summary.get("best")
+        print(f"done: {summary['steps']} steps{' (stopped early)' if summary.get('stopped_early') else ''}, "
+              f"final loss {summary['final_loss']:.6g}, {summary['wall_s']:.1f} s"
+              + (f"; best {best['metric']} {best['value']:.6g} at step {best['step']}" if best else "")
+              + f"; run directory {config.run_dir}", flush=True)
     return 0
 
 
