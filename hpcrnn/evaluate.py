@@ -101,6 +101,9 @@ def load_model_everywhere(path, comm, which=None):
                 return (best, *load(best))
             except CheckpointError as exc:
                 warn(f"warning: skipping damaged best checkpoint, using the newest one: {exc}")
+        elif which == "best":
+            warn(f"note: {path} has no best.h5 (checkpoint.keep_best off, or no validation split): using the "
+                 "newest checkpoint")
         found = load_latest(checkpoint_folder(path), warn=warn)
         if found is None:
             raise CheckpointError(f"{path}: no valid checkpoint (step-*.h5) in this directory")

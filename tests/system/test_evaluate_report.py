@@ -123,6 +123,10 @@ def test_unrecorded_target_column_is_unavailable_with_the_reason(tmp_path):
     assert metrics["skill"] is None and len(metrics["per_horizon_rmse"]) == 2
     assert "persistence: unavailable (" in result.stdout
     exit_2(run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--season", 0]), "--season: must be")
+    os.remove(run_dir / "checkpoints" / "best.h5")
+    result = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--which", "best"])
+    assert last_json(result)["checkpoint"].endswith("step-000000003.h5")        # 23 train samples, batch 8
+    assert "has no best.h5 (checkpoint.keep_best off, or no validation split): using the newest" in result.stdout
 
 
 def test_labels_confusion_matrix_and_majority_class(tmp_path):
