@@ -92,8 +92,6 @@ def load_model_everywhere(path, comm, which=None):
 
     def find():
         if not os.path.isdir(path):
-            if which:
-                raise ConfigError(f"--which {which}: applies to a run directory, {path} is a checkpoint file")
             return (path, *load(path))
         best = best_path(checkpoint_folder(path))
         if which != "last" and os.path.exists(best):
@@ -111,6 +109,8 @@ def load_model_everywhere(path, comm, which=None):
 
     if which not in (None, "best", "last"):
         raise ConfigError(f"--which: must be best or last, got {which!r}")
+    if which and not os.path.isdir(path):           # every rank sees the same path: the same verdict
+        raise ConfigError(f"--which {which}: applies to a run directory, {path} is a checkpoint file")
     used, arrays, meta = load_shared(comm, find)
     return model_from_checkpoint(arrays, meta), meta, used
 

@@ -37,6 +37,9 @@ class Trainer:
     def __init__(self, config, comm, info, splits, run_dir, writer=None):
         from hpcrnn.data.loader import BatchLoader
         self.config, self.comm, self.info, self.splits, self.run_dir = config, comm, info, splits, run_dir
+        t = config.train
+        check_monitor(t.monitor, t.early_stopping_patience, info, splits["val"][1] > splits["val"][0])
+        self.monitor = Monitor(t.monitor, t.early_stopping_patience, t.early_stopping_min_delta)
         self.writer = writer or Writer(None, active=False)
         self.loss = resolve_loss(config.model.loss, info)
         self.model = build_model(config, info)
@@ -56,9 +59,6 @@ class Trainer:
         self.totals = dict.fromkeys(PHASES, 0.0)
         self.last_loss, self.skipped, self.last_eval = float("nan"), 0, None
         self.last_checkpoint, self.failed_checkpoints = None, 0
-        t = config.train
-        check_monitor(t.monitor, t.early_stopping_patience, info, splits["val"][1] > splits["val"][0])
-        self.monitor = Monitor(t.monitor, t.early_stopping_patience, t.early_stopping_min_delta)
 
     # ---- one step -----------------------------------------------------------------------------
     def train_step(self, batch, stop_requested):

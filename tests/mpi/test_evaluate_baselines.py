@@ -121,3 +121,13 @@ def test_parallel_evaluation_matches_one_rank(files, kind, split, reductions):
         assert len(parallel["per_horizon_rmse"]) == 3 and parallel["skill"] is not None
     everyone = COMM.allgather(json.dumps(parallel, sort_keys=True))
     assert all(text == everyone[0] for text in everyone)
+
+
+def test_bad_which_and_season_are_errors_on_every_rank(files):
+    from hpcrnn.errors import ConfigError
+    data, checkpoint = files["synth"]
+    with pytest.raises(ConfigError, match="--which best: applies to a run directory"):
+        run_evaluate(checkpoint, data, COMM, which="best")
+    with pytest.raises(ConfigError, match="--season: must be an integer >= 1"):
+        run_evaluate(checkpoint, data, COMM, season=0)
+    COMM.Barrier()
