@@ -80,6 +80,16 @@ def check_compatible(model, info):
         raise DataError(f"{info.path}: targets are for head {info.head!r}, the model has head {model.head!r}")
 
 
+def check_targets(model, info):
+    """Evaluation compares outputs with the file's targets or labels: their sizes must fit the model's."""
+    if info.task == "regression" and info.output_size != model.output_size:
+        raise DataError(f"{info.path}: has {info.output_size} target values a sample, the checkpoint's model "
+                        f"predicts {model.output_size}")
+    if info.task == "classification" and info.num_classes > model.output_size:
+        raise DataError(f"{info.path}: has labels up to {info.num_classes - 1}, the checkpoint's model knows "
+                        f"{model.output_size} classes")
+
+
 def load_model_everywhere(path, comm, which=None):
     """(model, meta, checkpoint file) on every rank. `path` is a checkpoint file or a run directory: which =
     "best" (the default) takes its checkpoints/best.h5 when there is one, else, like "last", its newest valid
@@ -126,6 +136,7 @@ def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256, 
     model, meta, checkpoint_path = load_model_everywhere(checkpoint_path, comm, which)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
+    check_targets(model, info)
     span = split_span(info, split, meta)
     scores = make_scores(info, model.output_size, season or 0)
     metrics = evaluate_split(model, info, span, meta["model"]["loss"], comm, batch_size, scores=scores)

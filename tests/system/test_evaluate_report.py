@@ -123,6 +123,9 @@ def test_unrecorded_target_column_is_unavailable_with_the_reason(tmp_path):
     assert metrics["skill"] is None and len(metrics["per_horizon_rmse"]) == 2
     assert "persistence: unavailable (" in result.stdout
     exit_2(run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--season", 0]), "--season: must be")
+    other = write_windows(str(tmp_path / "o.h5"), n=10, outputs=1)
+    exit_2(run_cli(["evaluate", "--checkpoint", run_dir, "--data", other]), "has 1 target values a sample",
+           "predicts 2")
     os.remove(run_dir / "checkpoints" / "best.h5")
     result = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--which", "best"])
     assert last_json(result)["checkpoint"].endswith("step-000000003.h5")        # 23 train samples, batch 8
