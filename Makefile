@@ -22,6 +22,7 @@ run: setup
 	rm -rf $(RUN_DIR)
 	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn train --config data/demo.toml --run-dir $(RUN_DIR)
 	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn evaluate --checkpoint $(RUN_DIR) --data data/mackey_glass.h5 --split val
+	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn report $(RUN_DIR)
 
 test: setup-dev
 	$(MAKE) --no-print-directory test-unit test-system test-mpi

@@ -15,6 +15,7 @@ from hpcrnn.errors import HpcrnnError
 
 FORMAT = 1
 PREEMPTED_EXIT = 75          # the exit code after a preemption signal and its checkpoint: requeue me
+BEST_NAME = "best.h5"        # the best monitored checkpoint; not a step-*.h5 name, so retention never sees it
 _NAME = re.compile(r"step-(\d{9})\.h5$")
 _PARAMS, _OPTIMIZER = "params/", "optimizer/"
 
@@ -120,8 +121,12 @@ def path_for(directory, step):
     return os.path.join(directory, f"step-{step:09d}.h5")
 
 
+def best_path(directory):
+    return os.path.join(directory, BEST_NAME)
+
+
 def list_checkpoints(directory):
-    """Checkpoint paths in `directory`, newest (highest step) first."""
+    """Step checkpoint paths in `directory` (step-NNNNNNNNN.h5; never best.h5), newest (highest step) first."""
     found = [p for p in glob.glob(os.path.join(directory, "step-*.h5")) if _NAME.search(p)]
     return sorted(found, key=lambda p: int(_NAME.search(p).group(1)), reverse=True)
 

@@ -1,4 +1,4 @@
-"""Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|scaling|jobs|info`, serial or under MPI."""
+"""Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|report|scaling|jobs|info`, serial or under MPI."""
 import argparse
 import sys
 
@@ -23,19 +23,29 @@ def build_parser():
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     for flag, (key, typ) in TRAIN_FLAGS.items():
         train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=f"sets {key}")
-    ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset")
-    ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--data", required=True)
+    ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset, against baselines")
+    add_checkpoint_args(ev)
     ev.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--season", type=int, help="season length in steps: adds the seasonal_naive baseline")
     pr = sub.add_parser("predict", help="write a checkpoint's predictions on a dataset to HDF5")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--data", required=True)
+    add_checkpoint_args(pr)
     pr.add_argument("--out", required=True)
-    pr.add_argument("--batch-size", type=int, default=256)
+    rp = sub.add_parser("report", help="RUN_DIR/report.md with plots of a run and its evaluation")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--data", help="data file to evaluate on (default: the run's data.path)")
+    rp.add_argument("--season", type=int, help="season length in steps: adds the seasonal_naive baseline")
     sub.add_parser("info", help="versions, MPI and HDF5 capabilities, CPU")
     add_study_commands(sub)
     return parser
+
+
+def add_checkpoint_args(parser):
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    parser.add_argument("--which", choices=("best", "last"),
+                        help="of a run directory: best (checkpoints/best.h5 when there is one; the default) "
+                             "or last (the newest checkpoint)")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--batch-size", type=int, default=256)
 
 
 def add_study_commands(sub):
@@ -69,14 +79,17 @@ def cmd_train(args, comm):
             print(f"hpcrnn: {stop}; exit {PREEMPTED_EXIT} (requeue to resume with --resume auto)", flush=True)
         return PREEMPTED_EXIT
     if comm.rank == 0:
-        print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.6g}, "
-              f"{summary['wall_s']:.1f} s; run directory {config.run_dir}", flush=True)
+        best = summary.get("best")
+        print(f"done: {summary['steps']} steps{' (stopped early)' if summary.get('stopped_early') else ''}, "
+              f"final loss {summary['final_loss']:.6g}, {summary['wall_s']:.1f} s"
+              + (f"; best {best['metric']} {best['value']:.6g} at step {best['step']}" if best else "")
+              + f"; run directory {config.run_dir}", flush=True)
     return 0
 
 
 def cmd_evaluate(args, comm):
     from hpcrnn.evaluate import format_metrics, run_evaluate
-    metrics = run_evaluate(args.checkpoint, args.data, comm, args.split, args.batch_size)
+    metrics = run_evaluate(args.checkpoint, args.data, comm, args.split, args.batch_size, args.which, args.season)
     if comm.rank == 0:
         print(format_metrics(metrics), flush=True)
     return 0
@@ -84,9 +97,17 @@ def cmd_evaluate(args, comm):
 
 def cmd_predict(args, comm):
     from hpcrnn.predict import run_predict
-    rows = run_predict(args.checkpoint, args.data, args.out, comm, args.batch_size)
+    rows = run_predict(args.checkpoint, args.data, args.out, comm, args.batch_size, args.which)
     if comm.rank == 0:
         print(f"wrote {rows} predictions to {args.out}", flush=True)
+    return 0
+
+
+def cmd_report(args, comm):
+    from hpcrnn.report import run_report
+    path = run_report(args.run_dir, comm, data=args.data, season=args.season)
+    if comm.rank == 0:
+        print(f"report: {path}", flush=True)
     return 0
 
 
@@ -106,7 +127,9 @@ def dispatch(args, comm):
         return 0
     if args.command in ("scaling", "jobs", "sweep"):
         return args.handler(args, comm) or 0
-    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}[args.command](args, comm)
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report,
+                "info": cmd_info}
+    return commands[args.command](args, comm)
 
 
 def main(argv=None):

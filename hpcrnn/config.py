@@ -12,6 +12,7 @@ from hpcrnn.kernels import LOSSES as MODEL_LOSSES
 
 LOSSES = ("auto",) + MODEL_LOSSES              # auto: cross_entropy for labels, mse otherwise
 READS = ("auto", "direct", "independent", "collective")     # hpcrnn.data.loader.choose_reads
+MONITORS = ("val_loss", "val_accuracy", "val_rmse", "val_mae")   # hpcrnn.monitor.Monitor
 MAX_LAYERS = 64             # upper bounds: beyond them a typo, not a model (a run would take hours to say so)
 MAX_HIDDEN = 65536
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -74,6 +75,9 @@ class TrainConfig:
     overlap: bool = False       # non-blocking allreduce per layer during BPTT
     comm_timeout_s: float = 600.0
     numba_threads: int = 0      # 0 = SLURM_CPUS_PER_TASK or 1; BLAS threads: OPENBLAS_NUM_THREADS (default 1)
+    monitor: str = "val_loss"   # the val metric that picks the best model and drives early stopping
+    early_stopping_patience: int = 0     # evaluations without improvement before training stops; 0 = off
+    early_stopping_min_delta: float = 0.0   # an improvement must beat the best by more than this
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class CheckpointConfig:
     keep: int = 3
     max_failures: int = 3       # checkpoints that may fail in a row before the run stops (the final one: none)
     resume: str = "never"       # never | auto | PATH
+    keep_best: bool = True      # checkpoints/best.h5: the checkpoint with the best monitored value (never pruned)
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,10 @@ def validate(c):
     _check(c.train.progress in ("auto", "bar", "line", "none"), "train.progress", "must be auto, bar, line or none")
     _check(c.train.log_every >= 1, "train.log_every", "must be >= 1")
     _check(c.train.comm_timeout_s >= 0, "train.comm_timeout_s", "must be >= 0 (0 = wait forever)")
+    _check(c.train.monitor in MONITORS, "train.monitor", f"unknown metric {c.train.monitor!r} (choose from "
+           f"{', '.join(MONITORS)})")
+    _check(c.train.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0 (0 = off)")
+    _check(c.train.early_stopping_min_delta >= 0, "train.early_stopping_min_delta", "must be >= 0")
     _check(c.train.numba_threads >= 0, "train.numba_threads", "must be >= 0 (0 = SLURM_CPUS_PER_TASK or 1)")
     _check(0 <= c.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
     _check(c.data.buffer_mb > 0, "data.buffer_mb", "must be > 0")

@@ -54,12 +54,13 @@ def _open_output(path, comm):
     return h5py.File(path, "w")
 
 
-def run_predict(checkpoint_path, data_path, out_path, comm, batch_size=256):
-    """Writes /predictions ([N,O], [N,T,O] or logits [N,C]) for every sample of `data_path`; returns N."""
+def run_predict(checkpoint_path, data_path, out_path, comm, batch_size=256, which=None):
+    """Writes /predictions ([N,O], [N,T,O] or logits [N,C]) for every sample of `data_path`; returns N.
+    A run directory's best.h5 is used when it has one (which = "best", the default), else its newest."""
     from hpcrnn.data.schema import open_dataset
     from hpcrnn.evaluate import check_batch_size, check_compatible, load_model_everywhere
     check_batch_size(batch_size)
-    model, meta, checkpoint_path = load_model_everywhere(checkpoint_path, comm)
+    model, meta, checkpoint_path = load_model_everywhere(checkpoint_path, comm, which)
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
     error = None

@@ -2,7 +2,8 @@
 
     RUN_DIR/config.toml      the resolved config            RUN_DIR/summary.json   the outcome of the run
     RUN_DIR/metrics.jsonl    one JSON record a line          RUN_DIR/checkpoints/   step-NNNNNNNNN.h5 files
-    RUN_DIR/run.lock         held (flock) by the run using the directory: host and pid inside
+    RUN_DIR/run.lock         held (flock) by the run          RUN_DIR/checkpoints/best.h5  the best monitored one
+    RUN_DIR/report.md        `hpcrnn report` (plots in RUN_DIR/report/)
 Other ranks hold the same object and may read its paths; its writes do nothing there (as log.Writer)."""
 import fcntl
 import json
@@ -23,7 +24,10 @@ class RunDir:
         self.metrics = os.path.join(path, "metrics.jsonl")
         self.summary = os.path.join(path, "summary.json")
         self.checkpoints = os.path.join(path, "checkpoints")
+        self.best_checkpoint = ckpt.best_path(self.checkpoints)
         self.lock_file = os.path.join(path, "run.lock")
+        self.report = os.path.join(path, "report.md")
+        self.report_plots = os.path.join(path, "report")
         self._lock_fd = None
 
     def checkpoint_for(self, step):

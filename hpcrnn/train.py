@@ -10,6 +10,7 @@ from hpcrnn.config import to_toml
 from hpcrnn.errors import HpcrnnError
 from hpcrnn.evaluate import evaluate_split, resolve_loss
 from hpcrnn.log import PhaseClock, Writer
+from hpcrnn.monitor import Monitor, check_monitor
 from hpcrnn.optim import clip_factor, learning_rate, make_optimizer
 from hpcrnn.process import StopSignal
 from hpcrnn.runinfo import versions
@@ -36,6 +37,9 @@ class Trainer:
     def __init__(self, config, comm, info, splits, run_dir, writer=None):
         from hpcrnn.data.loader import BatchLoader
         self.config, self.comm, self.info, self.splits, self.run_dir = config, comm, info, splits, run_dir
+        t = config.train
+        check_monitor(t.monitor, t.early_stopping_patience, info, splits["val"][1] > splits["val"][0])
+        self.monitor = Monitor(t.monitor, t.early_stopping_patience, t.early_stopping_min_delta)
         self.writer = writer or Writer(None, active=False)
         self.loss = resolve_loss(config.model.loss, info)
         self.model = build_model(config, info)
@@ -115,7 +119,7 @@ class Trainer:
 
     def run_epochs(self, stop):
         c, w = self.config, self.writer
-        while self.epoch < c.train.epochs and self.step < self.total_steps:
+        while self.epoch < c.train.epochs and self.step < self.total_steps and not self.monitor.stop:
             batches = self.loader.epoch(self.epoch, start_step=self.step_in_epoch)
             try:
                 for batch in batches:
@@ -142,39 +146,55 @@ class Trainer:
         epoch_done = self.step_in_epoch >= self.steps_per_epoch
         if epoch_done:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        self.log_eval()
+        if self.log_eval() and c.checkpoint.keep_best:
+            self.save_checkpoint(best=True)
         if epoch_done and c.checkpoint.every_epochs and self.epoch % c.checkpoint.every_epochs == 0:
             self.save_checkpoint()
+        m = self.monitor
+        if m.stop and self.step < self.total_steps and self.epoch < c.train.epochs:
+            self.writer.say(f"early stopping at step {self.step}: {m.metric} has not improved by more than "
+                            f"{m.min_delta:g} in {m.bad_evals} evaluations (best {m.best_value:.5g} at step "
+                            f"{m.best_step})")
 
     def log_eval(self):
+        """Evaluates on the val split (metrics reduced over all ranks) and updates the monitor with rank 0's
+        value of the monitored metric, so every rank takes the same decision. Returns whether it improved."""
         if self.splits["val"][1] <= self.splits["val"][0]:
-            return
+            return False
         metrics = evaluate_split(self.model, self.info, self.splits["val"], self.loss, self.comm,
                                  self.config.train.batch_size, self.config.data.reads)
+        value = mpi.bcast_object(self.comm, self.monitor.value_of(metrics))
+        improved = self.monitor.update(value, self.step, self.epoch)
         record = {"event": "eval", "split": "val", "step": self.step, "epoch": self.epoch, **metrics}
         self.writer.metrics(record)
-        self.writer.say("eval " + " ".join(f"{k} {v:.5g}" for k, v in metrics.items() if k != "count"))
+        self.writer.say("eval " + " ".join(f"{k} {v:.5g}" for k, v in metrics.items() if k != "count")
+                        + (" (best)" if improved else ""))
         self.last_eval = metrics
+        return improved
 
     # ---- checkpoints -------------------------------------------------------------------------------
-    def save_checkpoint(self, final=False):
+    def save_checkpoint(self, final=False, best=False):
         """Rank 0 writes after every rank finished the step (the step's Allreduce proves it); all ranks
         learn whether it worked, so none waits on a failed writer. A checkpoint that cannot be written is a
         warning, but the final one (end of training, preemption) and checkpoint.max_failures failures in a
-        row end the run with a CheckpointError on every rank. Returns the path written."""
-        path = self.run_dir.checkpoint_for(self.step)
+        row end the run with a CheckpointError on every rank. best=True writes checkpoints/best.h5 (the same
+        contents, atomically; retention never removes it). Returns the path written."""
+        path = self.run_dir.best_checkpoint if best else self.run_dir.checkpoint_for(self.step)
         error = None
         if self.comm.rank == 0:
             try:
                 os.makedirs(self.run_dir.checkpoints, exist_ok=True)
                 arrays = ckpt.pack(self.model.state_dict(), self.optimizer.state_arrays())
                 ckpt.save(path, arrays, self.checkpoint_meta())
-                ckpt.prune(self.run_dir.checkpoints, self.config.checkpoint.keep)
+                if not best:
+                    ckpt.prune(self.run_dir.checkpoints, self.config.checkpoint.keep)
             except OSError as exc:
                 error = f"checkpoint {path} not written ({exc.strerror or exc})"
         error = mpi.agree_error(self.comm, error)
         if not error:
-            self.last_checkpoint, self.failed_checkpoints = path, 0
+            self.failed_checkpoints = 0
+            if not best:
+                self.last_checkpoint = path
             return path
         self.failed_checkpoints += 1
         kept = f"the newest is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint of this run exists"
@@ -192,7 +212,7 @@ class Trainer:
     def checkpoint_meta(self):
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "optimizer_steps": self.optimizer.steps, "skipped": self.skipped, "last_loss": self.last_loss,
-                "world_size": self.comm.size, "model": self.model_meta(),
+                "world_size": self.comm.size, "model": self.model_meta(), "early_stopping": self.monitor.state(),
                 "config_toml": to_toml(self.config), "data_path": self.info.path, "versions": versions(),
                 "rng": {"seed": self.config.train.seed, "epoch": self.epoch}}
 
@@ -202,11 +222,17 @@ class Trainer:
         self.optimizer.load_state(optimizer_state, meta["optimizer_steps"])
         self.step, self.epoch, self.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
         self.skipped, self.last_loss = meta["skipped"], meta["last_loss"]
+        self.monitor.load_state(meta.get("early_stopping"))
 
     def summary(self, wall):
         return {"final_loss": self.last_loss, "steps": self.step, "epochs": self.epoch, "skipped_steps": self.skipped,
                 "ranks": self.comm.size, "wall_s": wall, **{f"total_{k}": v for k, v in self.totals.items()},
-                "final_eval": self.last_eval, "threads": thread_counts(), "versions": versions()}
+                "final_eval": self.last_eval, "best": self.monitor.best(), "stopped_early": self.stopped_early(),
+                "threads": thread_counts(), "versions": versions()}
+
+    def stopped_early(self):
+        """True when early stopping ended training before its planned end (epochs, max_steps)."""
+        return self.monitor.stop and self.step < self.total_steps and self.epoch < self.config.train.epochs
 
 
 def thread_counts():

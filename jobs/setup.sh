@@ -40,7 +40,7 @@ say "MPI compiler: $MPICC; launcher: $MPIEXEC"
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; $PY -m venv "$VENV" || die "python3 -m venv failed (apt install python3-venv)"; }
 VPY="$VENV/bin/python"
 pipi() { "$VPY" -m pip install -q --disable-pip-version-check "$@"; }
-"$VPY" - <<'PY' 2>/dev/null || pipi "numpy>=1.24" "numba>=0.59" scipy "Cython>=3" pkgconfig "setuptools>=77" wheel
+"$VPY" -c "import matplotlib" 2>/dev/null && "$VPY" - <<'PY' 2>/dev/null || pipi "numpy>=1.24" "numba>=0.59" scipy "Cython>=3" pkgconfig "setuptools>=77" wheel "matplotlib>=3.6"
 import numpy, numba, scipy, Cython, pkgconfig, setuptools
 assert int(setuptools.__version__.split(".")[0]) >= 77, "setuptools too old to build h5py"
 PY

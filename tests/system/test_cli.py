@@ -154,9 +154,14 @@ def test_evaluate_run_dir_skips_damaged_and_reports_bad_paths(tmp_path):
     assert run_cli(["train", "--data", data, "--hidden", 4, "--epochs", 2, "--run-dir", run_dir]).returncode == 0
     newest, previous = sorted((run_dir / "checkpoints").glob("step-*.h5"), reverse=True)[:2]
     newest.write_bytes(newest.read_bytes()[:100])
-    result = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data], ranks=2)
+    result = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data, "--which", "last"], ranks=2)
     assert result.returncode == 0, result.stderr
     assert "skipping damaged checkpoint" in result.stdout and f"evaluation of {previous}" in result.stdout
+    best = run_dir / "checkpoints" / "best.h5"
+    best.write_bytes(best.read_bytes()[:100])
+    result = run_cli(["evaluate", "--checkpoint", run_dir, "--data", data])
+    assert result.returncode == 0, result.stderr
+    assert "skipping damaged best checkpoint" in result.stdout and f"evaluation of {previous}" in result.stdout
     assert_one_line_error(run_cli(["evaluate", "--checkpoint", tmp_path / "none.h5", "--data", data], ranks=2),
                           "checkpoint not found", "none.h5")
     empty = tmp_path / "empty"

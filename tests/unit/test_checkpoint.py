@@ -141,3 +141,15 @@ def test_failed_fsync_keeps_previous_and_leaves_no_temporary(tmp_path, monkeypat
     monkeypatch.undo()
     assert ckpt.load(path)[1] == {"step": 1}
     assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
+def test_best_is_neither_listed_nor_pruned_nor_resumed_from(tmp_path):
+    best = ckpt.best_path(str(tmp_path))
+    ckpt.save(best, arrays(1), {"step": 1})
+    for step in range(2, 6):
+        ckpt.save(ckpt.path_for(tmp_path, step), arrays(step), {"step": step})
+    assert best not in ckpt.list_checkpoints(str(tmp_path))
+    ckpt.prune(str(tmp_path), 1)
+    assert sorted(os.listdir(tmp_path)) == ["best.h5", "step-000000005.h5"]
+    assert ckpt.load(best)[1] == {"step": 1}
+    assert ckpt.load_latest(str(tmp_path))[2] == {"step": 5}
