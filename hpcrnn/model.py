@@ -5,38 +5,47 @@ from collections import OrderedDict
 import numpy as np
 
 from hpcrnn.kernels import CELLS, head, stack
-from hpcrnn.kernels.checks import check_batch, check_config, check_state
+from hpcrnn.kernels.checks import check_batch, check_config, check_indices, check_state
 from hpcrnn.kernels.common import load_blas
+from hpcrnn.kernels.dropout import draw_mask
 
 _WORKSPACES_KEPT = 4  # (batch, steps) shapes whose buffers stay allocated (train + eval + a last partial batch)
 
 
-def parameter_layout(cell, input_size, hidden_size, num_layers, output_size):
-    """Ordered (name, shape) pairs: the keys and shapes of torch's rnn + nn.Linear head state_dict."""
+def parameter_layout(cell, input_size, hidden_size, num_layers, output_size, bidirectional=False):
+    """Ordered (name, shape) pairs: the keys and shapes of torch's rnn + nn.Linear head state_dict
+    (bidirectional: each layer's `_reverse` tensors follow its forward ones; layers > 0 and the head read 2H)."""
     spec, H = CELLS[cell], hidden_size
+    width = 2 * H if bidirectional else H
     layout = []
     for layer in range(num_layers):
-        inputs = input_size if layer == 0 else H
-        layout += [(f"rnn.weight_ih_l{layer}", (spec.gates * H, inputs)),
-                   (f"rnn.weight_hh_l{layer}", (spec.gates * H, H)),
-                   (f"rnn.bias_ih_l{layer}", (spec.gates * H,))]
-        if spec.bias_hh:
-            layout.append((f"rnn.bias_hh_l{layer}", (spec.gates * H,)))
-    return layout + [("head.weight", (output_size, H)), ("head.bias", (output_size,))]
+        inputs = input_size if layer == 0 else width
+        for suffix in ("", "_reverse") if bidirectional else ("",):
+            layout += [(f"rnn.weight_ih_l{layer}{suffix}", (spec.gates * H, inputs)),
+                       (f"rnn.weight_hh_l{layer}{suffix}", (spec.gates * H, H)),
+                       (f"rnn.bias_ih_l{layer}{suffix}", (spec.gates * H,))]
+            if spec.bias_hh:
+                layout.append((f"rnn.bias_hh_l{layer}{suffix}", (spec.gates * H,)))
+    return layout + [("head.weight", (output_size, width)), ("head.bias", (output_size,))]
 
 
 class Model:
     """Recurrent network + head. Parameters live in `params` (flat, `dtype`); `views[name]` are views of it."""
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_layers=1, output_size=1,
-                 head="last", dtype=np.float32, seed=0):
-        self.dtype = check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype)
+                 head="last", dtype=np.float32, seed=0, dropout=0.0, bidirectional=False):
+        """dropout: p of nn.LSTM's dropout on each layer's output but the last (training only, masks from
+        (seed, step, global sample index)); bidirectional: torch's bidirectional layers (output 2H)."""
+        self.dtype = check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype, dropout,
+                                  bidirectional)
         load_blas()   # before any kernel is compiled or loaded from cache
-        self.cell, self.head = cell, head
+        self.cell, self.head, self.seed = cell, head, int(seed)
         self.spec = CELLS[cell]
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.num_layers, self.output_size = int(num_layers), int(output_size)
-        layout = parameter_layout(cell, self.input_size, self.hidden_size, self.num_layers, self.output_size)
+        self.dropout, self.bidirectional = float(dropout), bool(bidirectional)
+        layout = parameter_layout(cell, self.input_size, self.hidden_size, self.num_layers, self.output_size,
+                                  self.bidirectional)
         self.names = [name for name, _ in layout]
         self._shapes = OrderedDict(layout)
         self.num_params = sum(int(np.prod(shape)) for shape in self._shapes.values())
@@ -52,14 +61,16 @@ class Model:
         """The constructor's arguments as JSON-able values (what a checkpoint records); see from_meta."""
         return {"cell": self.cell, "input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "output_size": self.output_size, "head": self.head,
-                "dtype": np.dtype(self.dtype).name}
+                "dtype": np.dtype(self.dtype).name, "dropout": self.dropout, "bidirectional": self.bidirectional}
 
     @classmethod
     def from_meta(cls, meta, seed=0):
-        """A model of the shape `meta` describes (keys of meta(); other keys are ignored)."""
+        """A model of the shape `meta` describes (keys of meta(); other keys are ignored; without `dropout`
+        or `bidirectional`, as checkpoints written before them, 0 and False)."""
         return cls(cell=meta["cell"], input_size=meta["input_size"], hidden_size=meta["hidden_size"],
                    num_layers=meta["num_layers"], output_size=meta["output_size"], head=meta["head"],
-                   dtype=np.dtype(meta["dtype"]).type, seed=seed)
+                   dtype=np.dtype(meta["dtype"]).type, seed=seed, dropout=meta.get("dropout", 0.0),
+                   bidirectional=meta.get("bidirectional", False))
 
     # ---- parameters ------------------------------------------------------------------------------------
     def unflatten(self, flat):
@@ -77,7 +88,7 @@ class Model:
         offset, span = 0, None
         for name, shape in self._shapes.items():
             size = int(np.prod(shape))
-            if name.startswith("rnn.") and name.endswith(f"_l{layer}"):
+            if name.startswith("rnn.") and name.removesuffix("_reverse").endswith(f"_l{layer}"):
                 span = (offset if span is None else span[0], offset + size)
             offset += size
         if span is None:
@@ -106,10 +117,15 @@ class Model:
             self.views[name][...] = np.asarray(state[name])
 
     def _layer_tuples(self, views):
+        """Per layer (W_ih, W_hh, b_ih, b_hh) views; bidirectional: a (forward, reverse) pair of them."""
         empty = np.zeros(0, self.dtype)
-        return [tuple(views.get(f"rnn.{kind}_l{layer}", empty)
-                      for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                for layer in range(self.num_layers)]
+
+        def weights(layer, suffix):
+            return tuple(views.get(f"rnn.{kind}_l{layer}{suffix}", empty)
+                         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        if self.bidirectional:
+            return [(weights(layer, ""), weights(layer, "_reverse")) for layer in range(self.num_layers)]
+        return [weights(layer, "") for layer in range(self.num_layers)]
 
     # ---- inputs ----------------------------------------------------------------------------------------
     def check_inputs(self, x, y=None, lengths=None, check_finite=False, loss=None):
@@ -124,16 +140,31 @@ class Model:
                 self._workspaces.popitem(last=False)
             self._workspaces[key] = stack.Workspace(
                 self.cell, batch, steps, self.input_size, self.hidden_size, self.num_layers,
-                self.output_size, self.head == "sequence", self.dtype)
+                self.output_size, self.head == "sequence", self.dtype, self.dropout > 0, self.bidirectional)
         self._workspaces.move_to_end(key)
         return self._workspaces[key]
 
-    def _forward(self, x, lengths, h0):
+    def _forward(self, x, lengths, h0, masks=None):
+        """Runs layers and head; returns (workspace, the Reversal of a bidirectional stack or None)."""
         ws = self._workspace(x.shape[0], x.shape[1])
+        reversal = stack.Reversal(lengths, x.shape[1]) if self.bidirectional else None
         stack.load_inputs(ws, x, lengths)
-        stack.forward(ws, self.cell, self._layer_tuples(self.views), lengths, h0)
-        stack.head_forward(ws, self.head == "sequence", self.views["head.weight"], self.views["head.bias"])
-        return ws
+        stack.forward(ws, self.cell, self._layer_tuples(self.views), lengths, h0, masks, reversal)
+        stack.head_forward(ws, self.head == "sequence", self.views["head.weight"], self.views["head.bias"],
+                           lengths)
+        return ws, reversal
+
+    def dropout_masks(self, batch, steps, step, sample_indices):
+        """The dropout masks of a training step: per layer None (layer 0, or no dropout) or M [T, B, W] of 0 and
+        1/(1-p) multiplying that layer's input; a sample's mask depends on (seed, step, its index) only."""
+        if self.dropout == 0 or self.num_layers == 1:
+            return None
+        ws = self._workspace(batch, steps)
+        masks = [None] * self.num_layers
+        for layer in range(1, self.num_layers):
+            draw_mask(ws.M[layer], self.seed, step, layer, sample_indices, self.dropout)
+            masks[layer] = ws.M[layer]
+        return masks
 
     def _empty_state(self):
         zeros = np.zeros((0, self.hidden_size), self.dtype)
@@ -142,49 +173,55 @@ class Model:
 
     # ---- training ----------------------------------------------------------------------------------------
     def forward_backward(self, x, y, grad_out, loss="mse", lengths=None, h0=None, scale=1.0, return_state=False,
-                         on_layer_done=None):
+                         on_layer_done=None, step=0, sample_indices=None):
         """Returns the SUM over samples of the per-sample loss and ADDS scale * its gradient into grad_out
         (flat, the layout of `params`; the caller zeroes it). h0: initial state per layer (truncated BPTT:
         no gradient flows into it). return_state=True returns (loss_sum, final state per layer).
         on_layer_done(layer), if given, is called as soon as a layer's gradient is complete (top layer first),
-        so its slice (`layer_span`) can be reduced while BPTT goes on below it."""
+        so its slice (`layer_span`) can be reduced while BPTT goes on below it. With dropout, the masks come
+        from (seed, step, sample_indices [B], the global indices of the samples; default 0..B-1)."""
         x, y, lengths = self.check_inputs(x, y, lengths, loss=loss)
-        h0 = check_state(self, h0, x.shape[0])
+        h0 = check_state(self, h0, x.shape[0], return_state)
+        sample_indices = check_indices(sample_indices, x.shape[0], step)
         if grad_out.shape != (self.num_params,) or grad_out.dtype != self.dtype:
             raise ValueError(f"grad_out: expected a flat {np.dtype(self.dtype).name} array of {self.num_params}, "
                              f"got {grad_out.dtype} {grad_out.shape}")
         if x.shape[0] == 0:
             return (0.0, self._empty_state()) if return_state else 0.0
-        ws = self._forward(x, lengths, h0)
+        masks = self.dropout_masks(x.shape[0], x.shape[1], step, sample_indices)
+        ws, reversal = self._forward(x, lengths, h0, masks)
         sequence = self.head == "sequence"
         stack.set_targets(ws, y, lengths, sequence, loss)
         loss_sum, _ = stack.loss_forward(ws, y, loss, scale)
         grads = self.unflatten(grad_out)
         stack.backward(ws, self.cell, sequence, self._layer_tuples(self.views), self._layer_tuples(grads),
                        (self.views["head.weight"], self.views["head.bias"]),
-                       (grads["head.weight"], grads["head.bias"]), lengths, on_layer_done)
+                       (grads["head.weight"], grads["head.bias"]), lengths, on_layer_done, reversal)
         loss_sum = float(loss_sum)
         return (loss_sum, stack.final_state(ws, self.cell)) if return_state else loss_sum
 
-    def loss_and_grad(self, x, y, loss="mse", lengths=None, h0=None):
-        """Mean loss over the batch and a dict of its gradients (keys of state_dict)."""
+    def loss_and_grad(self, x, y, loss="mse", lengths=None, h0=None, step=0, sample_indices=None):
+        """Mean loss over the batch and a dict of its gradients (keys of state_dict); training mode (dropout
+        on, masks of `step` and `sample_indices` as in forward_backward)."""
         grad = self.flat_grad_buffer()
         batch = np.shape(x)[0] if np.ndim(x) else 0
         scale = 1.0 / batch if batch else 0.0
-        loss_sum = self.forward_backward(x, y, grad, loss=loss, lengths=lengths, h0=h0, scale=scale)
+        loss_sum = self.forward_backward(x, y, grad, loss=loss, lengths=lengths, h0=h0, scale=scale, step=step,
+                                         sample_indices=sample_indices)
         return loss_sum * scale, {name: view.copy() for name, view in self.unflatten(grad).items()}
 
     # ---- inference ---------------------------------------------------------------------------------------
     def predict(self, x, lengths=None, h0=None, return_state=False):
-        """Outputs [B, O] (head last) or [B, T, O] (head sequence; 0 at padded steps); logits for classifiers."""
+        """Outputs [B, O] (head last) or [B, T, O] (head sequence; 0 at padded steps); logits for classifiers.
+        Dropout is off here (evaluation mode)."""
         x, _, lengths = self.check_inputs(x, None, lengths)
-        h0 = check_state(self, h0, x.shape[0])
+        h0 = check_state(self, h0, x.shape[0], return_state)
         B, T = x.shape[:2]
         shape = (B, T, self.output_size) if self.head == "sequence" else (B, self.output_size)
         if B == 0:
             out = np.zeros(shape, self.dtype)
             return (out, self._empty_state()) if return_state else out
-        ws = self._forward(x, lengths, h0)
+        ws, _ = self._forward(x, lengths, h0)
         if self.head == "sequence":
             out = ws.y.reshape(T, B, -1).transpose(1, 0, 2).copy()
             out[np.arange(T)[None, :] >= lengths[:, None]] = 0
@@ -200,7 +237,7 @@ class Model:
                  "elem_count": 0, "correct": 0}
         if x.shape[0] == 0:
             return stats
-        ws = self._forward(x, lengths, None)
+        ws, _ = self._forward(x, lengths, None)
         stack.set_targets(ws, y, lengths, self.head == "sequence", loss)
         loss_sum, correct = stack.loss_forward(ws, y, loss, 0.0)
         stats["loss_sum"], stats["correct"] = float(loss_sum), int(correct)

@@ -10,10 +10,16 @@ def _one_of(name, value, allowed):
         raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
-def check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype):
+def check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype, dropout=0.0,
+                 bidirectional=False):
     """Checks a Model's constructor arguments; returns the numpy dtype (float32 or float64)."""
     _one_of("cell", cell, tuple(CELLS))
     _one_of("head", head, HEADS)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
+            or not 0 <= dropout < 1:
+        raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+    if not isinstance(bidirectional, (bool, np.bool_)):
+        raise ValueError(f"bidirectional: expected True or False, got {bidirectional!r}")
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                         ("num_layers", num_layers), ("output_size", output_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -98,9 +104,28 @@ def _check_targets(model, y, B, T, loss, check_finite):
     return y
 
 
-def check_state(model, h0, batch):
+def check_indices(sample_indices, batch, step):
+    """Checks a training step's dropout key: step an integer >= 0, sample_indices None (0..B-1) or int [B]
+    >= 0. Returns the indices as int64 [B]."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step: expected an integer >= 0, got {step!r}")
+    if sample_indices is None:
+        return np.arange(batch, dtype=np.int64)
+    indices = np.asarray(sample_indices)
+    if indices.dtype.kind not in "iu" or indices.shape != (batch,):
+        raise ValueError(f"sample_indices: expected integers of shape ({batch},) [batch], got {indices.dtype} "
+                         f"{indices.shape}")
+    if batch and indices.min() < 0:
+        raise ValueError(f"sample_indices: expected values >= 0, got {indices.min()}")
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def check_state(model, h0, batch, return_state=False):
     """Checks a carried state: None, or one entry per layer, h [B, H] (lstm: a pair (h, c)). Returns it
-    converted to the model dtype."""
+    converted to the model dtype. Bidirectional models carry no state (neither h0 nor return_state)."""
+    if model.bidirectional and (h0 is not None or return_state):
+        raise ValueError(f"{'h0' if h0 is not None else 'return_state'}: carried states need a unidirectional "
+                         "model (bidirectional layers see the whole window)")
     if h0 is None:
         return None
     if len(h0) != model.num_layers:
