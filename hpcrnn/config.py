@@ -39,6 +39,8 @@ class ModelConfig:
     num_layers: int = 1
     loss: str = "auto"          # auto: cross_entropy for labels, mse otherwise
     dtype: str = "float32"
+    dropout: float = 0.0        # nn.LSTM's dropout between stacked layers (training only); in [0, 1)
+    bidirectional: bool = False  # torch's bidirectional layers (outputs 2H)
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,7 @@ def validate(c):
     _check(c.model.dtype in ("float32", "float64"), "model.dtype", "must be float32 or float64")
     _check(1 <= c.model.hidden_size <= MAX_HIDDEN, "model.hidden_size", f"must be in [1, {MAX_HIDDEN}]")
     _check(1 <= c.model.num_layers <= MAX_LAYERS, "model.num_layers", f"must be in [1, {MAX_LAYERS}]")
+    _check(0 <= c.model.dropout < 1, "model.dropout", "must be in [0, 1)")
     _check(c.optim.name in ("sgd", "adam", "adamw"), "optim.name", f"unknown optimizer {c.optim.name!r} (sgd, adam, adamw)")
     _check(c.optim.lr > 0, "optim.lr", "must be > 0")
     _check(c.optim.clip_norm >= 0, "optim.clip_norm", "must be >= 0 (0 = off)")

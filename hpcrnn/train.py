@@ -28,7 +28,8 @@ def build_model(config, info):
     classes = info.task == "classification"
     return Model(cell=config.model.cell, input_size=info.num_features, hidden_size=config.model.hidden_size,
                  num_layers=config.model.num_layers, output_size=info.num_classes if classes else info.output_size,
-                 head=info.head, dtype=np.dtype(config.model.dtype).type, seed=config.train.seed)
+                 head=info.head, dtype=np.dtype(config.model.dtype).type, seed=config.train.seed,
+                 dropout=config.model.dropout, bidirectional=config.model.bidirectional)
 
 
 class Trainer:
@@ -67,7 +68,8 @@ class Trainer:
         self.exchange.start()
         on_layer_done = self.exchange.layer_done if self.exchange.overlap else None
         loss_sum = self.model.forward_backward(batch.x, batch.y, self.exchange.grad, loss=self.loss,
-                                               lengths=batch.lengths, on_layer_done=on_layer_done)
+                                               lengths=batch.lengths, on_layer_done=on_layer_done,
+                                               step=self.step, sample_indices=batch.indices)
         clock.lap("t_compute")
         totals = self.exchange.finish(loss_sum, len(batch.x), stop_requested)
         clock.lap("t_comm" if self.comm.size > 1 else "t_compute")
