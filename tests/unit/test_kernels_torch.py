@@ -1,5 +1,6 @@
 """lstm / gru / rnn against PyTorch autograd with identical weights: outputs, loss and every gradient, float32
-and float64, full and variable-length batches (each sample run on its own valid prefix), truncated BPTT."""
+and float64, full and variable-length batches (each sample run on its own valid prefix), truncated BPTT;
+bidirectional layers against torch's (also with packed sequences)."""
 import numpy as np
 import pytest
 
@@ -17,11 +18,11 @@ HEAD_LOSSES = (("last", "mse"), ("last", "mae"), ("last", "cross_entropy"), ("se
 class TorchNet(torch.nn.Module):
     """What a PyTorch user writes: self.rnn + self.head, batch-first."""
 
-    def __init__(self, cell, input_size, hidden_size, num_layers, output_size, head):
+    def __init__(self, cell, input_size, hidden_size, num_layers, output_size, head, bidirectional=False):
         super().__init__()
         kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-        self.rnn = kind(input_size, hidden_size, num_layers, batch_first=True)
-        self.head = torch.nn.Linear(hidden_size, output_size)
+        self.rnn = kind(input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional)
+        self.head = torch.nn.Linear(hidden_size * (2 if bidirectional else 1), output_size)
         self.head_kind = head
 
     def forward(self, x, h0=None):
@@ -39,7 +40,7 @@ def torch_loss(kind, y_hat, y):
 
 def torch_twin(model):
     net = TorchNet(model.cell, model.input_size, model.hidden_size, model.num_layers, model.output_size,
-                   model.head)
+                   model.head, model.bidirectional)
     net = net.to(torch.float64 if model.dtype == np.float64 else torch.float32)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     return net
@@ -74,6 +75,22 @@ def torch_reference(net, x, y, loss, lengths, dtype):
 def test_matches_torch_autograd(cell, head, loss, layers, dtype, with_lengths):
     model, x, y, lengths = make_problem(cell, head, loss, layers, with_lengths, dtype=dtype, batch=5, steps=7,
                                         features=3, hidden=16, outputs=4, seed=11)
+    check_against_torch(model, x, y, loss, lengths, dtype)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("head,loss", [("last", "mse"), ("sequence", "mse"), ("last", "cross_entropy")])
+@pytest.mark.parametrize("cell", TORCH_CELLS)
+def test_bidirectional_matches_torch_autograd(cell, head, loss, dtype, with_lengths):
+    _, x, y, lengths = make_problem(cell, head, loss, 2, with_lengths, batch=4, steps=6, features=3, outputs=3,
+                                    seed=13)
+    model = hpcrnn.Model(cell=cell, input_size=3, hidden_size=5, num_layers=2, output_size=3, head=head,
+                         dtype=dtype, seed=13, bidirectional=True)
+    check_against_torch(model, x, y, loss, lengths, dtype)
+
+
+def check_against_torch(model, x, y, loss, lengths, dtype):
     net = torch_twin(model)
     expected_out, expected_loss, expected_grads = torch_reference(net, x, y, loss, lengths, dtype)
     loss_value, grads = model.loss_and_grad(x, y, loss=loss, lengths=lengths)
@@ -87,10 +104,12 @@ def test_matches_torch_autograd(cell, head, loss, layers, dtype, with_lengths):
         np.testing.assert_allclose(grads[name], expected, rtol=0, atol=tol * scale, err_msg=name)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("cell", TORCH_CELLS)
-def test_state_dict_loads_into_torch_unchanged(cell):
-    model = hpcrnn.Model(cell=cell, input_size=3, hidden_size=6, num_layers=2, output_size=2, dtype=np.float32)
-    net = TorchNet(cell, 3, 6, 2, 2, "last")
+def test_state_dict_loads_into_torch_unchanged(cell, bidirectional):
+    model = hpcrnn.Model(cell=cell, input_size=3, hidden_size=6, num_layers=2, output_size=2, dtype=np.float32,
+                         bidirectional=bidirectional)
+    net = TorchNet(cell, 3, 6, 2, 2, "last", bidirectional)
     assert list(model.state_dict()) == list(net.state_dict())
     for name, tensor in net.state_dict().items():
         assert model.views[name].shape == tuple(tensor.shape), name
@@ -120,3 +139,19 @@ def test_truncated_bptt_matches_torch_with_detached_state(cell):
         ours = final[layer][0] if cell == "lstm" else final[layer]
         theirs = (torch_final[0] if cell == "lstm" else torch_final)[layer].detach().numpy()
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", TORCH_CELLS)
+def test_bidirectional_last_is_the_packed_output_at_each_last_step(cell):
+    """head "last" reads pad_packed_sequence's output at step len-1: [forward after len steps, reverse after
+    its first step (x[len-1])], the reverse direction starting at each sample's last valid step."""
+    model, x, _, lengths = make_problem(cell, "last", "mse", 2, True, batch=4, steps=6, features=3, hidden=5,
+                                        outputs=2, seed=17)
+    model = hpcrnn.Model(cell=cell, input_size=3, hidden_size=5, num_layers=2, output_size=3, dtype=np.float64,
+                         seed=3, bidirectional=True)
+    net = torch_twin(model)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                     batch_first=True, enforce_sorted=False)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(net.rnn(packed)[0], batch_first=True, total_length=6)
+    expected = net.head(out[torch.arange(4), torch.from_numpy(lengths - 1)]).detach().numpy()
+    np.testing.assert_allclose(model.predict(x, lengths=lengths), expected, rtol=1e-10, atol=1e-12)
