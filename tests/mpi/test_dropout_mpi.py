@@ -20,12 +20,12 @@ def shared_dir(tmp_path_factory):
     return WORLD.bcast(path)
 
 
-def config_for(data, run_dir, cell, dropout, bidirectional):
+def config_for(data, run_dir, cell, dropout, bidirectional, overlap=False):
     sets = [f"data.path={data}", f"run_dir={run_dir}", "model.dtype=float64", f"model.cell={cell}",
             "model.hidden_size=4", "model.num_layers=2", f"model.dropout={dropout}",
             f"model.bidirectional={str(bidirectional).lower()}", "train.epochs=2", "train.batch_size=10",
             "train.progress=none", "optim.name=adam", "optim.lr=0.01", "data.val_fraction=0.2",
-            "data.buffer_mb=0.01", "checkpoint.every_epochs=1"]
+            "data.buffer_mb=0.01", "checkpoint.every_epochs=1", f"train.overlap={str(overlap).lower()}"]
     return load_config(None, sets)
 
 
@@ -35,8 +35,9 @@ def final_checkpoint(run_dir):
     return {k: v for k, v in arrays.items() if k.startswith("params/")}, arrays, meta
 
 
-@pytest.mark.parametrize("cell,bidirectional", [("lstm", False), ("gru", True)])
-def test_dropout_training_on_p_ranks_matches_one_rank(shared_dir, cell, bidirectional):
+@pytest.mark.parametrize("cell,bidirectional,overlap", [("lstm", False, False), ("gru", True, True)])
+def test_dropout_training_on_p_ranks_matches_one_rank(shared_dir, cell, bidirectional, overlap):
+    """(gru: bidirectional, each layer's two directions reduced as one slice during BPTT with train.overlap.)"""
     data = os.path.join(shared_dir, "d.h5")
     if WORLD.rank == 0:
         write_windows(data, n=47, seq_len=6, lengths=True)
@@ -45,7 +46,7 @@ def test_dropout_training_on_p_ranks_matches_one_rank(shared_dir, cell, bidirect
     parallel_dir = os.path.join(shared_dir, f"par-{name}")
     serial_dir = os.path.join(shared_dir, f"ser-{name}-rank{WORLD.rank}")
     plain_dir = os.path.join(shared_dir, f"plain-{name}-rank{WORLD.rank}")
-    train(config_for(data, parallel_dir, cell, 0.5, bidirectional), WORLD)
+    train(config_for(data, parallel_dir, cell, 0.5, bidirectional, overlap), WORLD)
     train(config_for(data, serial_dir, cell, 0.5, bidirectional), MPI.COMM_SELF)
     train(config_for(data, plain_dir, cell, 0.0, bidirectional), MPI.COMM_SELF)
     WORLD.Barrier()
