@@ -57,6 +57,8 @@ class Model:
         self.params[...] = np.random.default_rng(seed).uniform(-bound, bound, self.num_params)
         self._workspaces = OrderedDict()
 
+    META_DEFAULTS = {"dropout": 0.0, "bidirectional": False}   # what a meta written before these keys means
+
     def meta(self):
         """The constructor's arguments as JSON-able values (what a checkpoint records); see from_meta."""
         return {"cell": self.cell, "input_size": self.input_size, "hidden_size": self.hidden_size,
@@ -69,8 +71,9 @@ class Model:
         or `bidirectional`, as checkpoints written before them, 0 and False)."""
         return cls(cell=meta["cell"], input_size=meta["input_size"], hidden_size=meta["hidden_size"],
                    num_layers=meta["num_layers"], output_size=meta["output_size"], head=meta["head"],
-                   dtype=np.dtype(meta["dtype"]).type, seed=seed, dropout=meta.get("dropout", 0.0),
-                   bidirectional=meta.get("bidirectional", False))
+                   dtype=np.dtype(meta["dtype"]).type, seed=seed,
+                   dropout=meta.get("dropout", cls.META_DEFAULTS["dropout"]),
+                   bidirectional=meta.get("bidirectional", cls.META_DEFAULTS["bidirectional"]))
 
     # ---- parameters ------------------------------------------------------------------------------------
     def unflatten(self, flat):

@@ -100,7 +100,7 @@ def resume(trainer, config, comm, writer):
     if found is None:
         return None
     path, arrays, meta = found
-    if meta["model"] != trainer.model_meta():
+    if {**trainer.model.META_DEFAULTS, **meta["model"]} != trainer.model_meta():
         raise ckpt.CheckpointError(f"{path}: checkpoint model {meta['model']} does not match the config")
     trainer.restore(arrays, meta)
     trainer.last_checkpoint = path

@@ -279,3 +279,18 @@ def test_early_and_repeated_signals_exit_75_with_a_checkpoint(trained, tmp_path,
 
 def test_summary_records_done(trained):
     assert summary(trained[1])["state"] == "done"
+
+
+def test_checkpoint_from_before_dropout_and_bidirectional_resumes(trained, tmp_path):
+    """A checkpoint whose model meta lacks the keys added later (dropout, bidirectional) still resumes."""
+    data, _ = trained
+    run_dir = str(tmp_path / "run")
+    assert run_cli(small_run(data, run_dir, "--epochs", 1)).returncode == 0
+    newest = ckpt.list_checkpoints(os.path.join(run_dir, "checkpoints"))[0]
+    arrays, meta = ckpt.load(newest)
+    for key in ("dropout", "bidirectional"):
+        meta["model"].pop(key)
+    ckpt.save(newest, arrays, meta)
+    result = run_cli(small_run(data, run_dir, "--epochs", 2, "--resume", "auto"))
+    assert result.returncode == 0, result.stderr
+    assert summary(run_dir)["resumed_from"] == newest and summary(run_dir)["steps"] == 10
