@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 RANKS   ?= 2
 RUN_DIR ?= runs/demo
 MPIEXEC  = $(shell cat $(VENV)/.mpiexec 2>/dev/null || command -v mpiexec 2>/dev/null)
+# Each rank on a core of its own: the launcher's binding flags (MPICH -bind-to core, Open MPI --bind-to core);
+# `make run BIND=` launches unbound. Worked out when `run` expands it, after setup.
+BIND    ?= $(shell $(PY) -m hpcrnn.placement "$(MPIEXEC)" 2>/dev/null)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/$(VENV)/numba-cache-$(shell uname -m)
 export PYTHONDONTWRITEBYTECODE = 1
 
@@ -20,9 +23,9 @@ run: setup
 	@launcher="$(MPIEXEC)"; if [ -z "$$launcher" ] || ! command -v "$$launcher" >/dev/null; then \
 	  echo "make run: MPI launcher '$$launcher' not found: install MPICH (apt install mpich) or 'module load' an MPI, then rerun 'make setup'" >&2; exit 1; fi
 	rm -rf $(RUN_DIR)
-	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn train --config data/demo.toml --run-dir $(RUN_DIR)
-	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn evaluate --checkpoint $(RUN_DIR) --data data/mackey_glass.h5 --split val
-	$(MPIEXEC) -n $(RANKS) $(PY) -m hpcrnn report $(RUN_DIR)
+	$(MPIEXEC) $(BIND) -n $(RANKS) $(PY) -m hpcrnn train --config data/demo.toml --run-dir $(RUN_DIR)
+	$(MPIEXEC) $(BIND) -n $(RANKS) $(PY) -m hpcrnn evaluate --checkpoint $(RUN_DIR) --data data/mackey_glass.h5 --split val
+	$(MPIEXEC) $(BIND) -n $(RANKS) $(PY) -m hpcrnn report $(RUN_DIR)
 
 test: setup-dev
 	$(MAKE) --no-print-directory test-unit test-system test-mpi

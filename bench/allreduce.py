@@ -18,7 +18,6 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcrnn import comm as mpi
-EXTRAS = mpi.FusedExchange.TAIL
 
 
 def time_raw(comm, buf, repeats):
@@ -43,7 +42,7 @@ def time_fused(comm, num_params, repeats, timeout_s):
 
 
 def exchange(comm, num_params, repeats):
-    raw_buf = np.zeros(num_params + EXTRAS, dtype=np.float32)
+    raw_buf = np.zeros(num_params + mpi.FusedExchange.tail_size(comm.size), dtype=np.float32)
     rows = []
     for _ in range(3):   # interleave to share the machine's noise
         rows.append((time_raw(comm, raw_buf, repeats), time_fused(comm, num_params, repeats, 600.0),
@@ -117,8 +116,9 @@ def main():
     t_all = step_time(world, args.batch_per_rank, args.steps)
     t_one = world.bcast(t_one)
     if world.rank == 0:
-        mb = (args.params + EXTRAS) * 4 / 2**20
-        print(f"ranks {world.size}; {args.params} float32 gradients + {EXTRAS} extras ({mb:.2f} MiB); "
+        extras = mpi.FusedExchange.tail_size(world.size)
+        mb = (args.params + extras) * 4 / 2**20
+        print(f"ranks {world.size}; {args.params} float32 gradients + {extras} extras ({mb:.2f} MiB); "
               f"{args.repeats}x3 interleaved repeats; medians")
         print("| exchange | ms | ratio to raw Allreduce |\n|---|---|---|")
         print(f"| raw MPI Allreduce (blocking) | {raw * 1e3:.3f} | 1.00 |")

@@ -132,6 +132,21 @@ def allreduce_min(comm, array):
     return out
 
 
+def allgather_array(comm, array):
+    """Every rank's 1-D float64 `array` (same length everywhere) stacked as [P, n], on every rank."""
+    mine = np.ascontiguousarray(array, dtype=np.float64)
+    if comm.size == 1:
+        return mine[None, :].copy()
+    out = np.empty((comm.size, mine.size), dtype=np.float64)
+    comm.Allgather(mine, out)
+    return out
+
+
+def allgather_object(comm, value):
+    """Every rank's small picklable `value`, as a list in rank order."""
+    return [value] if comm.size == 1 else comm.allgather(value)
+
+
 def bcast_object(comm, value, root=0):
     """Broadcasts a small picklable object from root."""
     return value if comm.size == 1 else comm.bcast(value, root=root)
@@ -180,28 +195,49 @@ def agree(comm, message, error=HpcrnnError):
         raise error(message)
 
 
+def compute_statistics(slots):
+    """(max, rank of the max, median) of the per-rank compute times `slots` (one value per rank, summed
+    into the exchange's tail: rank r writes slot r, zeros elsewhere). Ties go to the lowest rank."""
+    times = np.asarray(slots, dtype=np.float64)
+    slowest = int(np.argmax(times))
+    return float(times[slowest]), slowest, float(np.median(times))
+
+
 class Totals:
     """The reduced tail of the fused buffer: summed loss and sample count, whether any rank saw a non-finite
-    loss, whether any rank was asked to stop."""
+    loss, whether any rank was asked to stop, and every rank's compute time of the step (`compute`, [P])."""
 
     def __init__(self, tail):
         self.loss_sum, self.count = float(tail[0]), float(tail[1])
         self.nonfinite, self.stop = bool(tail[2] > 0), bool(tail[3] > 0)
+        self.compute = np.array(tail[FusedExchange.TAIL:], dtype=np.float64)
+        self.compute_max, self.slowest_rank, self.compute_median = compute_statistics(self.compute)
 
 
 class FusedExchange:
-    """One flat buffer [gradients | loss sum | sample count | non-finite flag | stop flag] summed over the
-    ranks in one Allreduce (or, with overlap, one non-blocking reduction per layer as BPTT finishes it, top
-    layer first, then the head and the tail). `grad` is the gradient part, for the model to add into.
+    """One flat buffer [gradients | loss sum | sample count | non-finite flag | stop flag | compute time of
+    rank 0 .. rank P-1] summed over the ranks in one Allreduce (or, with overlap, one non-blocking reduction
+    per layer as BPTT finishes it, top layer first, then the head and the tail). `grad` is the gradient part,
+    for the model to add into.
+
+    The last P slots give every rank each rank's compute time with no second collective: rank r writes its
+    time into slot r and zeros elsewhere, so the SUM is the vector of times (a SUM cannot give a MAX, but it
+    can give all P values, and P floats are nothing beside the gradients).
 
     Every rank makes the same calls in the same order, also a rank with an empty batch."""
 
-    TAIL = 4
+    TAIL = 4      # scalars before the P per-rank slots
+
+    @staticmethod
+    def tail_size(ranks):
+        """Floats after the gradients at `ranks` ranks."""
+        return FusedExchange.TAIL + ranks
 
     def __init__(self, comm, num_params, dtype, layer_spans, timeout_s, overlap):
         self.comm, self.timeout_s, self.layer_spans = comm, timeout_s, list(layer_spans)
         self.overlap = overlap and comm.size > 1
-        self.buffer = np.zeros(num_params + self.TAIL, dtype=np.float64 if dtype == np.float64 else dtype)
+        self.buffer = np.zeros(num_params + self.tail_size(comm.size),
+                               dtype=np.float64 if dtype == np.float64 else dtype)
         self.grad, self.tail = self.buffer[:num_params], self.buffer[num_params:]
         self.posted = []
 
@@ -216,9 +252,12 @@ class FusedExchange:
             start, stop = self.layer_spans[layer]
             self.posted.append(start_allreduce(self.comm, self.buffer[start:stop]))
 
-    def finish(self, loss_sum, count, stop_requested):
-        """Fills the tail and completes the reduction (the stall inspector watches it); returns Totals."""
-        self.tail[:] = (loss_sum, count, 0.0 if np.isfinite(loss_sum) else 1.0, 1.0 if stop_requested else 0.0)
+    def finish(self, loss_sum, count, stop_requested, t_compute=0.0):
+        """Fills the tail (this rank's compute time in its own slot) and completes the reduction (the stall
+        inspector watches it); returns Totals."""
+        self.tail[:self.TAIL] = (loss_sum, count, 0.0 if np.isfinite(loss_sum) else 1.0,
+                                 1.0 if stop_requested else 0.0)
+        self.tail[self.TAIL + self.comm.rank] = t_compute
         if not self.overlap:
             allreduce_sum(self.comm, self.buffer, self.timeout_s)
             return Totals(self.tail)

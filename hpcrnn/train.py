@@ -16,6 +16,8 @@ from hpcrnn.process import StopSignal
 from hpcrnn.runinfo import versions
 
 PHASES = ("t_compute", "t_comm", "t_io", "t_step")
+RANK_PHASES = ("t_compute", "t_comm", "t_io")   # per-rank totals in summary.json ("wait" is t_comm)
+IMBALANCE_WARN = 0.20   # rank 0 warns when a rank's compute over an epoch is this much above the median
 
 
 class TrainingError(HpcrnnError):
@@ -58,6 +60,8 @@ class Trainer:
         self.total_steps = min(total, config.train.max_steps) if config.train.max_steps else total
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.totals = dict.fromkeys(PHASES, 0.0)
+        self.epoch_compute = np.zeros(comm.size)          # every rank's compute this epoch (from the tail)
+        self.per_rank, self.placement = None, None        # per-rank totals (end of run); run.py sets placement
         self.last_loss, self.skipped, self.last_eval = float("nan"), 0, None
         self.last_checkpoint, self.failed_checkpoints = None, 0
 
@@ -71,8 +75,9 @@ class Trainer:
                                                lengths=batch.lengths, on_layer_done=on_layer_done,
                                                step=self.step, sample_indices=batch.indices)
         clock.lap("t_compute")
-        totals = self.exchange.finish(loss_sum, len(batch.x), stop_requested)
+        totals = self.exchange.finish(loss_sum, len(batch.x), stop_requested, clock.times["t_compute"])
         clock.lap("t_comm" if self.comm.size > 1 else "t_compute")
+        self.epoch_compute += totals.compute
         lr, grad_norm = self.update(totals)
         clock.lap("t_compute")
         return self.step_record(batch, totals, lr, grad_norm, clock.times), totals.stop
@@ -101,7 +106,8 @@ class Trainer:
                   "lr": lr, "grad_norm": grad_norm,
                   "samples_per_s": batch.global_count / t_step if t_step > 0 else 0.0,
                   "t_compute": times.get("t_compute", 0.0), "t_comm": times.get("t_comm", 0.0),
-                  "t_io": batch.t_io, "t_step": t_step}
+                  "t_io": batch.t_io, "t_step": t_step, "t_compute_max": totals.compute_max,
+                  "t_compute_median": totals.compute_median, "slowest_rank": totals.slowest_rank}
         if math.isnan(grad_norm):
             record["skipped"] = True
         return record
@@ -111,9 +117,14 @@ class Trainer:
         stop = stop or StopSignal()
         clock = PhaseClock()
         try:
-            self.run_epochs(stop)
-        finally:
-            self.loader.close()
+            try:
+                self.run_epochs(stop)
+            finally:
+                self.loader.close()
+        except ckpt.Preempted:
+            self.gather_rank_totals()               # every rank stops at the same step (the reduced flag)
+            raise
+        self.gather_rank_totals()
         if self.last_checkpoint != self.run_dir.checkpoint_for(self.step):
             self.save_checkpoint(final=True)        # the final model, whatever the schedule
         clock.lap("wall")
@@ -145,6 +156,7 @@ class Trainer:
 
     def end_epoch(self):
         c = self.config
+        self.warn_imbalance()
         epoch_done = self.step_in_epoch >= self.steps_per_epoch
         if epoch_done:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
@@ -157,6 +169,24 @@ class Trainer:
             self.writer.say(f"early stopping at step {self.step}: {m.metric} has not improved by more than "
                             f"{m.min_delta:g} in {m.bad_evals} evaluations (best {m.best_value:.5g} at step "
                             f"{m.best_step})")
+
+    def warn_imbalance(self):
+        """Rank 0 warns when one rank's compute over the epoch (so far) is > IMBALANCE_WARN above the median
+        rank's; every rank knows every rank's compute from the exchange's tail."""
+        times, self.epoch_compute = self.epoch_compute, np.zeros(self.comm.size)
+        median = float(np.median(times))
+        slowest = int(np.argmax(times))
+        if self.comm.size > 1 and median > 0 and times[slowest] > (1 + IMBALANCE_WARN) * median:
+            self.writer.say(f"warning: rank {slowest} computed {100 * (times[slowest] / median - 1):.0f}% longer "
+                            f"than the median rank in epoch {self.epoch} ({times[slowest]:.3g} s vs {median:.3g} s): "
+                            f"the other ranks wait for it at every Allreduce (a slow or shared core? see "
+                            f"summary.json's per_rank and docs/throughput.md)")
+
+    def gather_rank_totals(self):
+        """Collective: every rank's totals of compute, wait (t_comm) and I/O into self.per_rank."""
+        rows = mpi.allgather_array(self.comm, [self.totals[key] for key in RANK_PHASES])
+        self.per_rank = [{"rank": rank, **{f"total_{key}": float(v) for key, v in zip(RANK_PHASES, row)}}
+                         for rank, row in enumerate(rows)]
 
     def log_eval(self):
         """Evaluates on the val split (metrics reduced over all ranks) and updates the monitor with rank 0's
@@ -230,7 +260,15 @@ class Trainer:
         return {"final_loss": self.last_loss, "steps": self.step, "epochs": self.epoch, "skipped_steps": self.skipped,
                 "ranks": self.comm.size, "wall_s": wall, **{f"total_{k}": v for k, v in self.totals.items()},
                 "final_eval": self.last_eval, "best": self.monitor.best(), "stopped_early": self.stopped_early(),
-                "threads": thread_counts(), "versions": versions()}
+                "threads": thread_counts(), "versions": versions(), "per_rank": self.rank_records()}
+
+    def rank_records(self):
+        """Per rank: host and CPU affinity (run.py's placement check) and the totals of compute, wait and I/O
+        (gathered at the end of the run; this rank's own only when the run failed before that)."""
+        placement = self.placement or [{"rank": r} for r in range(self.comm.size)]
+        totals = self.per_rank or [{"rank": self.comm.rank, **{f"total_{k}": self.totals[k] for k in RANK_PHASES}}]
+        by_rank = {t["rank"]: t for t in totals}
+        return [{**p, **by_rank.get(p["rank"], {})} for p in placement]
 
     def stopped_early(self):
         """True when early stopping ended training before its planned end (epochs, max_steps)."""

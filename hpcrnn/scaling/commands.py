@@ -93,6 +93,7 @@ def settings_from(args):
 
 
 def run_scaling(args, comm):
+    from hpcrnn.placement import with_binding
     from hpcrnn.scaling.sweep import launcher_prefix, run_sweep
     if comm.size > 1:
         raise ConfigError("hpcrnn scaling run starts its own MPI runs: start it serially, not under mpiexec")
@@ -100,7 +101,7 @@ def run_scaling(args, comm):
     settings = settings_from(args)
     if args.launcher == "slurm" and not args.launch_command:
         return submit_sweep(args, settings, ranks)
-    prefix = launcher_prefix(args.launcher, args.launch_command)
+    prefix = with_binding(launcher_prefix(args.launcher, args.launch_command), settings.threads)
     return run_sweep(settings, ranks, os.path.abspath(args.out), prefix, args.oversubscribe_ok)
 
 

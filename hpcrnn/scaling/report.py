@@ -44,6 +44,34 @@ def measured_table(rows):
     return markdown_table(header, body)
 
 
+def imbalance_table(rows):
+    """Per rank count: max ÷ median compute per step (median and 75th percentile over steps), the rank most
+    often slowest, and the persistently slow ranks with their share of the steps; None without the fields."""
+    rows = [r for r in rows if "imbalance" in r and r["ranks"] > 1]
+    if not rows:
+        return None
+    body = []
+    for r in rows:
+        share = r["slowest_share"]
+        top = max(range(len(share)), key=share.__getitem__)
+        slow = ", ".join(f"{rank} ({share[rank] * 100:.0f}%)" for rank in r["slow_ranks"]) or "none"
+        body.append([r["ranks"], f"{r['imbalance']:.3f}", f"{r['imbalance_q75']:.3f}",
+                     f"{top} ({share[top] * 100:.0f}%)", slow])
+    return markdown_table(["ranks", "imbalance (median)", "imbalance (q75)", "most often slowest",
+                           "persistently slow ranks"], body)
+
+
+def imbalance_section(rows):
+    table = imbalance_table(rows)
+    if table is None:
+        return []
+    return ["### Load imbalance", "",
+            "Imbalance = max ÷ median of the ranks' compute times in a step (1.0 = balanced); each metrics line "
+            "carries every rank's compute time in the fused Allreduce's tail. A rank is persistently slow when it "
+            "is the slowest in at least min(75%, 3/P) of the measured steps: look at its core (shared? "
+            "another job? unbound?) in summary.json's per_rank.", "", table, ""]
+
+
 def machine_section(info):
     rows = [[key, f"`{info[key]}`"] for key in INFO_KEYS if key in info]
     return "## Machine and software (`hpcrnn info`)\n\n" + markdown_table(["item", "value"], rows)
@@ -84,6 +112,7 @@ def mode_section(mode, rows, folder):
                 else " (= t(P0) / t(P) at a fixed per-rank batch).")
              + ' "other CPU": cores kept busy by processes outside the run while it ran (mpiexec runs); '
              "such work on the same cores skews the timings.", ""]
+    lines += imbalance_section(rows)
     lines += [f"![{name}]({name})" for name in figures]
     return "\n".join(lines)
 

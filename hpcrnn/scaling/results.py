@@ -38,8 +38,29 @@ def phase_statistics(steps, warmup):
     return stats
 
 
-def gradient_bytes(config_path, data_path):
-    """Bytes moved by the fused Allreduce each step: (parameters + extras) x the parameter dtype's size."""
+def slow_share_threshold(ranks):
+    """A rank is persistently slow when it is the slowest in at least this share of the measured steps
+    (three times its fair share 1/P, at most 75%: at 2 ranks one rank is slowest half the time by chance)."""
+    return min(0.75, 3.0 / ranks)
+
+
+def imbalance_statistics(steps, warmup, ranks):
+    """Load imbalance after `warmup`: the median and 75th percentile over steps of max ÷ median compute across
+    the ranks, each rank's share of the steps in which it was the slowest, and the persistently slow ranks.
+    Empty for runs recorded before metrics carried t_compute_max."""
+    kept = [r for r in steps if r["step"] > warmup and "t_compute_max" in r]
+    if not kept:
+        return {}
+    ratios = [r["t_compute_max"] / r["t_compute_median"] for r in kept if r["t_compute_median"] > 0] or [1.0]
+    share = np.bincount([r["slowest_rank"] for r in kept], minlength=ranks)[:ranks] / len(kept)
+    slow = [int(rank) for rank in np.flatnonzero(share >= slow_share_threshold(ranks))] if ranks > 1 else []
+    return {"imbalance": float(np.median(ratios)), "imbalance_q75": float(np.percentile(ratios, 75)),
+            "slowest_share": [float(v) for v in share], "slow_ranks": slow}
+
+
+def gradient_bytes(config_path, data_path, ranks=1):
+    """Bytes moved by the fused Allreduce each step at `ranks` ranks: (parameters + tail) x the parameter
+    dtype's size (the tail: 4 scalars + one compute-time slot per rank)."""
     from hpcrnn.config import from_toml_text
     from hpcrnn.data.schema import describe
     from hpcrnn.model import parameter_layout
@@ -50,23 +71,24 @@ def gradient_bytes(config_path, data_path):
     layout = parameter_layout(config.model.cell, info.num_features, config.model.hidden_size,
                               config.model.num_layers, outputs)
     num_params = sum(int(np.prod(shape)) for _, shape in layout)
-    return num_params, (num_params + FusedExchange.TAIL) * np.dtype(config.model.dtype).itemsize
+    return num_params, (num_params + FusedExchange.tail_size(ranks)) * np.dtype(config.model.dtype).itemsize
 
 
 def summarize_run(run_dir, mode, ranks, global_batch, warmup, threads, data_path, extra=None):
     """Builds (and writes) run_dir/result.json from the run's metrics.jsonl and summary.json."""
     from hpcrnn.runinfo import report
-    stats = phase_statistics(read_steps(os.path.join(run_dir, "metrics.jsonl")), warmup)
+    steps = read_steps(os.path.join(run_dir, "metrics.jsonl"))
+    stats = {**phase_statistics(steps, warmup), **imbalance_statistics(steps, warmup, ranks)}
     with open(os.path.join(run_dir, "summary.json")) as handle:
         summary = json.load(handle)
-    num_params, nbytes = gradient_bytes(os.path.join(run_dir, "config.toml"), data_path)
+    num_params, nbytes = gradient_bytes(os.path.join(run_dir, "config.toml"), data_path, ranks)
     cores = cores_available()
     result = {"mode": mode, "ranks": ranks, "threads_per_rank": threads, "global_batch": global_batch,
               "local_batch": global_batch / ranks, "warmup_steps": warmup, **stats,
               "throughput": global_batch / stats["t_step"], "num_params": num_params, "gradient_bytes": nbytes,
               "cores_available": cores, "oversubscribed": ranks * threads > cores,
               "final_loss": summary.get("final_loss"), "summary_ranks": summary.get("ranks"),
-              "wall_s": summary.get("wall_s"), "run_dir": os.path.abspath(run_dir), "data": data_path,
+              "wall_s": summary.get("wall_s"), "per_rank": summary.get("per_rank"), "run_dir": os.path.abspath(run_dir), "data": data_path,
               "info": report(), **(extra or {})}
     write_json(os.path.join(run_dir, RESULT_NAME), result)
     return result

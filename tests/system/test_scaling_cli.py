@@ -33,6 +33,10 @@ def test_weak_sweep_and_report(tmp_path):
         with h5py.File(record["data"]) as handle:   # weak scaling: the data grows with the ranks
             assert handle["inputs"].shape[0] == record["global_batch"] * 8
     assert records[1]["t_comm"] > 0 == records[0]["t_comm"]
+    assert records[1]["launcher"][-2:] == ["-bind-to", "core"]          # each rank on a core of its own
+    affinities = [r["affinity"] for r in records[1]["per_rank"]]
+    assert [len(a) for a in affinities] == [1, 1] and affinities[0] != affinities[1]
+    assert records[1]["imbalance"] >= 1.0 and len(records[1]["slowest_share"]) == 2
     fit = json.loads((out / "allreduce.json").read_text())
     assert fit["alpha"] >= 0 and fit["beta"] > 0 and fit["ranks_used"] == [2]
     report = tmp_path / "report" / "scaling.md"
@@ -40,6 +44,7 @@ def test_weak_sweep_and_report(tmp_path):
     assert result.returncode == 0, result.stderr
     markdown = report.read_text()
     assert "## Weak scaling" in markdown and "### Projection, weak scaling" in markdown
+    assert "### Load imbalance" in markdown and "| 2 | " in markdown.split("### Load imbalance")[1]
     assert (report.parent / "weak_phases.png").stat().st_size > 10_000
 
 

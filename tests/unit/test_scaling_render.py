@@ -152,7 +152,7 @@ def test_train_script_passes_values_as_literal_words_and_forwards_signals(tmp_pa
     render_file("train", values, str(script))
     code, argv, signals, requeue, output = run_under_stub(tmp_path, script)
     assert created_files(tmp_path) == [], output
-    expected = ["srun", "--mpi=pmi2", "-K1", "python3", "-m", "hpcrnn", "train"]
+    expected = ["srun", "--mpi=pmi2", "-K1", "--cpu-bind=cores", "python3", "-m", "hpcrnn", "train"]
     expected += [f"--config={values['config']}"] if values.get("config") else []
     expected += [f"--data={values['data']}"] if values.get("data") else []
     expected += [f"--run-dir={values['run_dir']}", "--resume", "auto",
@@ -173,7 +173,7 @@ def test_scaling_scripts_pass_values_as_literal_words(tmp_path, name):
     assert created_files(tmp_path) == [], output
     assert argv == ["stub-python", "-m", "hpcrnn", "scaling", "run", "--mode", name.split("_")[0], "--ranks=1,2",
                     f"--out={out}", "--steps", "3", "--train-set", "train.note=a b", "--launch-command",
-                    "srun --mpi=pmi2 -K1 --cpus-per-task=1"], output
+                    "srun --mpi=pmi2 -K1 --cpus-per-task=1 --cpu-bind=cores"], output
     assert signals == ["USR1"] and code == 75 and requeue == ["requeue", "42"], output
 
 

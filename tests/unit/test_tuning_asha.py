@@ -137,7 +137,7 @@ def test_array_script_runs_the_task_with_literal_values_forwards_signals_and_req
                                                                             "SLURM_ARRAY_TASK_ID": "5"})
     assert created_files(tmp_path) == [], output
     assert argv == ["stub-python", "-m", "hpcrnn", "sweep", "task", out, "--index", "5", "--launch-command",
-                    "srun --mpi=pmi2 -K1 --cpus-per-task=1"], output
+                    "srun --mpi=pmi2 -K1 --cpus-per-task=1 --cpu-bind=cores"], output
     assert signals == ["USR1"] and code == 75 and requeue == ["requeue", "42"], output
 
 
