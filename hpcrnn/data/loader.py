@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.config import READS
-from hpcrnn.data.parallel import mpio_available, rank_of, size_of, thread_multiple
+from hpcrnn.data.parallel import mpio_available
 from hpcrnn.data.prefetch import Prefetcher
 from hpcrnn.data.shard import blockdist, epoch_order, rank_positions
 from hpcrnn.data.sources import open_source
@@ -65,7 +66,7 @@ def choose_reads(comm, prefetch, reads, path):
         reads = "collective" if parallel and mpio_available(comm) else "direct"
     if reads == "collective" and not mpio_available(comm):
         reads = "independent"
-    if reads == "collective" and prefetch and not thread_multiple():
+    if reads == "collective" and prefetch and not mpi.thread_multiple():
         prefetch = False
     return reads, prefetch
 
@@ -101,7 +102,7 @@ class BatchLoader:
     blockdist(len(batch), P, r) of it and reads only the rows under them. Memory: about 2 * buffer_mb / P
     of read buffers plus one batch (direct reads: two groups of mapped pages). reads: see choose_reads."""
 
-    def __init__(self, info, split, global_batch, comm=None, seed=0, shuffle=True, buffer_mb=64.0,
+    def __init__(self, info, split, global_batch, comm, seed=0, shuffle=True, buffer_mb=64.0,
                  prefetch=True, dtype=np.float32, reads="auto"):
         if global_batch < 1:
             raise DataError(f"{info.path}: global batch size must be >= 1, got {global_batch}")
@@ -126,7 +127,7 @@ class BatchLoader:
 
     def _plan(self, order, first_batch, last_batch):
         """Per batch of [first_batch, last_batch): this rank's indices (batch order) and the global count."""
-        size, rank = size_of(self.comm), rank_of(self.comm)
+        size, rank = self.comm.size, self.comm.rank
         plan = []
         for b in range(first_batch, last_batch):
             batch = order[b * self.global_batch:(b + 1) * self.global_batch]
@@ -169,17 +170,17 @@ class BatchLoader:
 
 def rank_block(split, comm):
     """(count, start) of this rank's contiguous block of split for in-order iteration."""
-    count, offset = blockdist(max(0, split[1] - split[0]), size_of(comm), rank_of(comm))
+    count, offset = blockdist(max(0, split[1] - split[0]), comm.size, comm.rank)
     return count, split[0] + offset
 
 
-def iterate_in_order(info, split, batch_size, comm=None, dtype=np.float32, reads="auto"):
+def iterate_in_order(info, split, batch_size, comm, dtype=np.float32, reads="auto"):
     """Yields Batch objects covering this rank's contiguous block of split in natural order; every rank
     yields the same number of batches (possibly empty). batch.indices - split[0] are the output rows."""
     reads, _ = choose_reads(comm, False, reads, info.path)
     source = open_source(info, comm, reads, dtype)
     count, start = rank_block(split, comm)
-    largest, _ = blockdist(max(0, split[1] - split[0]), size_of(comm), 0)
+    largest, _ = blockdist(max(0, split[1] - split[0]), comm.size, 0)
     try:
         for first in range(0, largest, batch_size):
             t0 = time.perf_counter()

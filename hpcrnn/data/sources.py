@@ -3,13 +3,13 @@ reads of lightly sieved row ranges, collective or independent) or, for direct re
 `take(indices)` cuts a batch from what was read (direct: copies the rows straight from the memory-mapped
 file in batch order); `release` lets go of a read. One class per form: windows (stored samples) and series
 (windows cut on the fly)."""
-import atexit
 import mmap
 
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.data.mapped import POPULATE, MappedDataset, MappedFile, why_not_mappable
-from hpcrnn.data.parallel import calls_needed, chunk_length, open_file, read_ranges, transfer_list
+from hpcrnn.data.parallel import chunk_length, open_file, read_ranges, transfer_list
 from hpcrnn.data.shard import coalesce, merge_ranges, runs_of
 
 SIEVE_GAP_BYTES = 32 << 10   # a gap cheaper to read through than one more hyperslab (~10 us)
@@ -30,7 +30,7 @@ class _Source:
         self.dxpl = transfer_list(self.collective)
         self.mapping, self.mapped, self.dropped = None, None, []
         if self.dup is not None:          # an mpio file must close before MPI_Finalize, even if left open
-            atexit.register(self.close)
+            mpi.close_at_exit(self)
 
     def map_datasets(self, *dsets):
         """Sets self.mapped to MappedDatasets of dsets when direct reads were asked for and every one of
@@ -84,7 +84,7 @@ class _Source:
         wanted = int(np.sum(stops - starts))
         starts, stops = coalesce(starts, stops, wanted, SIEVE_GAP_BYTES // max(row_bytes, 1))
         offsets = np.concatenate([[0], np.cumsum(stops - starts)[:-1]]).astype(np.int64)
-        calls = calls_needed(len(starts), self.dup if self.collective else None)
+        calls = mpi.max_value(self.dup, len(starts)) if self.collective else len(starts)
         return starts, stops, offsets, calls
 
     @staticmethod

@@ -75,7 +75,7 @@ def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, r
     loader, steps, mine = gathered_epoch(windows, split, 10, COMM, prefetch=prefetch, reads=reads)
     parallel = h5py.get_config().mpi and COMM.size > 1
     assert loader.reads == ("independent" if reads == "collective" and not parallel else reads)
-    _, serial_steps, serial = gathered_epoch(windows, split, 10, None)
+    _, serial_steps, serial = gathered_epoch(windows, split, 10, MPI.COMM_SELF)
     assert steps == serial_steps == len(mine) == 6
     for batch, reference in zip(mine, serial):
         parts = COMM.allgather(batch.indices)
@@ -131,7 +131,7 @@ def test_synth_same_bytes_for_any_number_of_ranks(folder, monkeypatch, form):
     monkeypatch.setattr("hpcrnn.data.synth.SLAB_BYTES", 20000)     # several collective slabs per rank
     spec = dict(kind="mackey-glass", sequences=13, length=24, features=2, seed=5, horizon=2, form=form)
     write(SynthSpec(out=os.path.join(folder, f"p_{form}.h5"), **spec), comm=COMM)
-    on_rank_zero(write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec))
+    on_rank_zero(write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec), MPI.COMM_SELF)
     if COMM.rank == 0:
         assert digest(os.path.join(folder, f"p_{form}.h5")) == digest(os.path.join(folder, f"s_{form}.h5"))
     assert open_dataset(os.path.join(folder, f"p_{form}.h5"), comm=COMM).form == form

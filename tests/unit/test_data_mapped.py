@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 import data_fixtures as fixtures
+from hpcrnn import comm as mpi
 from hpcrnn.data import loader as loader_module
 from hpcrnn.data import mapped
 from hpcrnn.data.loader import BatchLoader, choose_reads, file_system
 from hpcrnn.data.mapped import MappedDataset, MappedFile, why_not_mappable
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.errors import DataError
+
+SELF = mpi.self_comm()
 
 
 @pytest.fixture
@@ -114,16 +117,16 @@ def test_populate_falls_back_to_willneed_on_old_kernels(h5, monkeypatch):
 
 
 def test_compressed_file_falls_back_to_hdf5_reads_with_the_same_batches(tmp_path):
-    plain = open_dataset(fixtures.write_windows(str(tmp_path / "p.h5"), count=60, output="labels", lengths=True))
+    plain = open_dataset(fixtures.write_windows(str(tmp_path / "p.h5"), count=60, output="labels", lengths=True), SELF)
     packed_path = str(tmp_path / "z.h5")
     with h5py.File(plain.path, "r") as source, h5py.File(packed_path, "w") as target:
         target.attrs["hpcrnn_schema"] = np.int64(1)
         for name in ("inputs", "labels", "lengths"):
             target.create_dataset(name, data=source[name][...], chunks=source[name].chunks, compression="gzip")
-    packed = open_dataset(packed_path)
+    packed = open_dataset(packed_path, SELF)
     batches = {}
     for info in (plain, packed):
-        loader = BatchLoader(info, (0, 60), 7, seed=2, buffer_mb=0.001, reads="direct")
+        loader = BatchLoader(info, (0, 60), 7, SELF, seed=2, buffer_mb=0.001, reads="direct")
         batches[info.path] = (loader.reads, list(loader.epoch(3)))
         loader.close()
     (mode_a, a), (mode_b, b) = batches[plain.path], batches[packed_path]
@@ -134,26 +137,30 @@ def test_compressed_file_falls_back_to_hdf5_reads_with_the_same_batches(tmp_path
 
 
 def test_float64_models_get_float64_batches(tmp_path):
-    info = open_dataset(fixtures.write_windows(str(tmp_path / "w.h5"), count=30))
-    loader = BatchLoader(info, (0, 30), 8, seed=0, buffer_mb=0.001, reads="direct", dtype=np.float64)
+    info = open_dataset(fixtures.write_windows(str(tmp_path / "w.h5"), count=30), SELF)
+    loader = BatchLoader(info, (0, 30), 8, SELF, seed=0, buffer_mb=0.001, reads="direct", dtype=np.float64)
     batch = next(iter(loader.epoch(0)))
     assert loader.reads == "direct" and batch.x.dtype == np.float64 and batch.y.dtype == np.float64
     assert np.array_equal(batch.x[:, 0, 0], batch.indices.astype(np.float64))
     loader.close()
 
 
+class TwoRanks:
+    size, rank = 2, 0
+
+
 def test_read_mode_choice(tmp_path, monkeypatch):
     path = str(tmp_path / "x.h5")
     assert file_system(str(tmp_path)) != ""
-    assert choose_reads(None, True, "auto", path) == ("direct", True)
-    assert choose_reads(None, True, "collective", path) == ("independent", True)     # one rank
+    assert choose_reads(SELF, True, "auto", path) == ("direct", True)
+    assert choose_reads(SELF, True, "collective", path) == ("independent", True)     # one rank
     monkeypatch.setattr(loader_module, "file_system", lambda _: "lustre")
-    assert choose_reads(None, True, "auto", path) == ("direct", True)                 # no MPI here
+    assert choose_reads(SELF, True, "auto", path) == ("direct", True)                 # no MPI here
     monkeypatch.setattr(loader_module, "mpio_available", lambda _: True)
-    monkeypatch.setattr(loader_module, "thread_multiple", lambda: False)
-    assert choose_reads(object(), True, "auto", path) == ("collective", False)
+    monkeypatch.setattr(mpi, "thread_multiple", lambda: False)
+    assert choose_reads(TwoRanks(), True, "auto", path) == ("collective", False)
     with pytest.raises(DataError, match="data.reads must be one of"):
-        choose_reads(None, True, "mmap", path)
+        choose_reads(SELF, True, "mmap", path)
 
 
 def test_a_closed_map_is_never_advised(h5, monkeypatch):
