@@ -1,8 +1,8 @@
 """Loader throughput against a plain h5py read of the same bytes: median MB/s of repeats, side by side.
 Two baselines: "raw h5py" reads each rank's contiguous block in large slices (the target: loader >= 80% of
 it); "raw h5py, shuffled" reads the loader's own shuffled batches with h5py fancy indexing, as a user would.
-Every loader case hands out each batch as its own arrays, like training gets them ("hdf5 reads": the
-independent HDF5 read path that files without direct reads, e.g. compressed ones, use).
+Every loader case hands out each batch in the loader's reused batch buffers, as training gets them ("hdf5
+reads": the independent HDF5 read path that files without direct reads, e.g. compressed ones, use).
 
 Run serially (`python bench/io.py`) or under `mpiexec.mpich -n 2 .venv/bin/python bench/io.py`; rates are
 aggregate over ranks (bytes of every rank / slowest rank's time). The file is written once by rank 0."""

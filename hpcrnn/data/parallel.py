@@ -1,5 +1,5 @@
-"""HDF5 access shared by the data package: opening (serial or mpio), reads and writes of row ranges (collective
-or independent, with empty selections that never hang), chunk sizing.
+"""HDF5 access shared by the data package: opening (serial or mpio), reads of row ranges into buffers the caller
+owns and writes of rows (collective or independent, with empty selections that never hang), chunk sizing.
 `comm` is always a communicator (COMM_SELF when serial); agreement on errors is hpcrnn.comm.agree."""
 import h5py
 import numpy as np
@@ -65,26 +65,26 @@ def _read_none(dset, dxpl, dtype):
     dset.id.read(memory_space, file_space, np.empty((1,) + rest, dtype=dtype), dxpl=dxpl)
 
 
-def read_ranges(dset, starts, stops, dxpl, dtype=None, calls=None):
-    """Reads the sorted, disjoint row ranges [starts[i], stops[i]) of dset into one array
-    [sum(stops - starts), *dset.shape[1:]], one read call per range: a single regular hyperslab keeps
-    HDF5 on its fast path, where a union of many is slow to build and to read (HDF5 1.10 iterates it in
-    pieces of one innermost row). `calls` beyond the ranges take part with an empty selection, so collective
-    reads stay matched across ranks (an empty h5py selection would skip the call and hang the others)."""
+def read_ranges(dset, starts, stops, out, dxpl, calls=0):
+    """Reads the sorted, disjoint row ranges [starts[i], stops[i]) of dset into the first sum(stops - starts)
+    rows of `out` (C-contiguous, writable, of the dtype wanted: HDF5 converts), one read call per range: a
+    single regular hyperslab keeps HDF5 on its fast path, where a union of many is slow to build and to read
+    (HDF5 1.10 iterates it in pieces of one innermost row). `calls` beyond the ranges take part with an empty
+    selection, so collective reads stay matched across ranks (an empty h5py selection would skip the call
+    and hang the others). Returns the rows filled (a view of out)."""
     rest = tuple(dset.shape[1:])
-    dtype = np.dtype(dtype or dset.dtype)
     counts = np.asarray(stops, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
-    out = np.empty((int(counts.sum()),) + rest, dtype=dtype)
+    filled = out[:int(counts.sum())]
     file_space = dset.id.get_space()
     position = 0
     for start, count in zip(np.asarray(starts).tolist(), counts.tolist()):
-        target = out[position:position + count]
+        target = filled[position:position + count]
         file_space.select_hyperslab((start,) + (0,) * len(rest), (count,) + rest)
         dset.id.read(h5py.h5s.create_simple(target.shape), file_space, target, dxpl=dxpl)
         position += count
-    for _ in range(len(counts), calls or 0):
-        _read_none(dset, dxpl, dtype)
-    return out
+    for _ in range(len(counts), calls):
+        _read_none(dset, dxpl, out.dtype)
+    return filled
 
 
 def write_rows(dset, start, array, dxpl):

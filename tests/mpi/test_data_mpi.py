@@ -62,7 +62,7 @@ def gathered_epoch(info, split, batch_size, comm, **options):
     loader = BatchLoader(info, split, batch_size, comm=comm, seed=3, buffer_mb=0.001, **options)
     try:
         steps = loader.steps_per_epoch
-        batches = list(loader.epoch(1))
+        batches = fixtures.kept(loader.epoch(1))
         return loader, steps, batches
     finally:
         loader.close()
@@ -119,7 +119,7 @@ def test_leaving_an_epoch_early_does_not_hang(windows):
 
 @pytest.mark.parametrize("reads", ["collective", "direct"])
 def test_in_order_iteration_blocks(windows, reads):
-    batches = list(iterate_in_order(windows, (5, 50), 4, comm=COMM, reads=reads))
+    batches = fixtures.kept(iterate_in_order(windows, (5, 50), 4, comm=COMM, reads=reads))
     assert len(set(COMM.allgather(len(batches)))) == 1
     mine = np.concatenate([b.indices for b in batches])
     assert np.array_equal(np.concatenate(COMM.allgather(mine)), np.arange(5, 50))

@@ -32,7 +32,7 @@ def epoch_batches(info, split, batch, size, rank, epoch=0, **options):
     loader = BatchLoader(info, split, batch, comm=FakeComm(size, rank) if size > 1 else SELF, seed=7, **options)
     try:
         assert loader.reads == options.get("reads", "direct")        # these files allow direct reads
-        return loader.steps_per_epoch, list(loader.epoch(epoch, start_step))
+        return loader.steps_per_epoch, fixtures.kept(loader.epoch(epoch, start_step))
     finally:
         loader.close()
 
@@ -89,11 +89,14 @@ def test_no_shuffle_is_natural_order(windows, reads):
     assert np.concatenate([b.indices for b in batches]).tolist() == list(range(97))
 
 
-def test_tiny_split_fewer_samples_than_ranks(windows, reads):
-    for rank in range(3):
-        steps, batches = epoch_batches(windows, (10, 12), 16, 3, rank, reads=reads)
-        assert steps == 1 and len(batches) == 1 and batches[0].global_count == 2
-        assert len(batches[0].x) == (1 if rank < 2 else 0) and batches[0].x.shape[1:] == (4, 3)
+def test_tiny_split_fewer_samples_than_ranks(windows, tmp_path, reads):
+    series = dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=200, lookback=5, horizon=2, stride=3))
+    for info, shape in ((windows, (4, 3)), (series, (5, 2))):
+        for rank in range(3):
+            steps, batches = epoch_batches(info, (10, 12), 16, 3, rank, reads=reads)
+            assert steps == 1 and len(batches) == 1 and batches[0].global_count == 2
+            assert len(batches[0].x) == (1 if rank < 2 else 0) and batches[0].x.shape[1:] == shape
+            assert batches[0].y.shape == (len(batches[0].x), info.output_size)
 
 
 def test_labels_lengths_and_sequence_targets(tmp_path, reads):
@@ -118,10 +121,23 @@ def test_series_windows_are_cut_on_the_fly(tmp_path, reads):
         assert np.allclose(batch.y, starts[:, None] + 5 + np.arange(2) + 0.001)   # column 1, flattened
 
 
+def test_batches_are_read_into_the_same_buffers_step_after_step(windows, reads):
+    loader = BatchLoader(windows, (0, 97), 10, FakeComm(2, 1), seed=0, buffer_mb=0.002, reads=reads)
+    try:
+        first, *rest = [(b.x, b.y, b.x[:, 0, 0].copy(), b.indices) for b in loader.epoch(0)]
+    finally:
+        loader.close()
+    assert len(rest) == 9
+    assert all(np.shares_memory(x, first[0]) and np.shares_memory(y, first[1]) for x, y, _, _ in rest)
+    assert all(np.array_equal(column, indices.astype(np.float32)) for _, _, column, indices in [first] + rest)
+    in_order = [b.x for b in iterate_in_order(windows, (0, 97), 16, SELF, reads=reads)]
+    assert len(in_order) == 7 and all(np.shares_memory(x, in_order[0]) for x in in_order)
+
+
 def test_in_order_iteration_gives_each_rank_a_block(windows, reads):
     counts = []
     for rank in range(3):
-        batches = list(iterate_in_order(windows, (3, 40), 5, comm=FakeComm(3, rank), reads=reads))
+        batches = fixtures.kept(iterate_in_order(windows, (3, 40), 5, comm=FakeComm(3, rank), reads=reads))
         counts.append(len(batches))
         indices = np.concatenate([b.indices for b in batches])
         assert np.array_equal(indices, np.arange(3 + [0, 13, 25][rank], 3 + [13, 25, 37][rank]))
@@ -175,7 +191,7 @@ def test_closing_with_an_epoch_left_suspended_stops_its_thread(windows, reads):
     loader = BatchLoader(windows, (0, 97), 8, SELF, seed=0, buffer_mb=0.001, reads=reads)
     epoch = loader.epoch(0)
     next(epoch)
-    assert loader.reader.thread.is_alive()
+    assert loader.prefetcher.thread.is_alive()
     loader.close()
-    assert not loader.reader.thread.is_alive()
+    assert not loader.prefetcher.thread.is_alive()
     epoch.close()
