@@ -81,7 +81,8 @@ class BatchLoader:
         selections = [np.concatenate([mine for mine, _ in group]) for group in groups]
         if self.prefetcher is not None:
             self.prefetcher.close()
-        prefetcher = self.prefetcher = Prefetcher(self.reader.read, selections, threaded=self.prefetch)
+        prefetcher = self.prefetcher = Prefetcher(self.reader.read, selections, threaded=self.prefetch,
+                                                  matched=self.reads == "collective")
         try:
             for group in groups:
                 t0 = time.perf_counter()
