@@ -1,8 +1,8 @@
 """Loader throughput against a plain h5py read of the same bytes: median MB/s of repeats, side by side.
 Two baselines: "raw h5py" reads each rank's contiguous block in large slices (the target: loader >= 80% of
 it); "raw h5py, shuffled" reads the loader's own shuffled batches with h5py fancy indexing, as a user would.
-Every loader case hands out each batch as its own arrays, like training gets them ("hdf5 reads": the
-independent HDF5 read path that files without direct reads, e.g. compressed ones, use).
+Every loader case hands out each batch in the loader's reused batch buffers, as training gets them ("hdf5
+reads": the independent HDF5 read path that files without direct reads, e.g. compressed ones, use).
 
 Run serially (`python bench/io.py`) or under `mpiexec.mpich -n 2 .venv/bin/python bench/io.py`; rates are
 aggregate over ranks (bytes of every rank / slowest rank's time). The file is written once by rank 0."""
@@ -15,6 +15,7 @@ import time
 import h5py
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.data.loader import BatchLoader
 from hpcrnn.data.parallel import chunk_rows
 from hpcrnn.data.schema import open_dataset
@@ -36,7 +37,7 @@ def make_file(path, samples, length, features):
 
 def raw_read(path, comm, buffer_mb):
     """Seconds and bytes for this rank reading its contiguous block of every dataset in buffer-sized slices."""
-    size, rank = (comm.size, comm.rank) if comm else (1, 0)
+    size, rank = comm.size, comm.rank
     start_time, total = time.perf_counter(), 0
     with h5py.File(path, "r") as handle:
         for name in ("inputs", "targets"):
@@ -53,11 +54,11 @@ def raw_shuffled_read(path, comm, buffer_mb, batch, epoch):
     """What a user would write with plain h5py for the same shuffled batches: per global batch, this rank's
     samples (the loader's order and shares) read with h5py fancy indexing (sorted indices)."""
     from hpcrnn.data.loader import rank_positions
-    info = open_dataset(path, comm=None, check_finite=False)
+    info = open_dataset(path, mpi.self_comm(), check_finite=False)
     loader = BatchLoader(info, (0, info.num_samples), batch, comm=comm, seed=0, buffer_mb=buffer_mb, prefetch=False)
     order = loader.order(epoch)
     loader.close()
-    size, rank = (comm.size, comm.rank) if comm else (1, 0)
+    size, rank = comm.size, comm.rank
     start_time, total = time.perf_counter(), 0
     with h5py.File(path, "r") as handle:
         inputs, targets = handle["inputs"], handle["targets"]
@@ -88,10 +89,8 @@ MODES = {}
 
 
 def aggregate(comm, seconds, nbytes):
-    if comm is not None and comm.size > 1:
-        from mpi4py import MPI
-        seconds = comm.allreduce(seconds, op=MPI.MAX)
-        nbytes = comm.allreduce(nbytes, op=MPI.SUM)
+    seconds = mpi.max_value(comm, seconds)
+    nbytes = comm.allreduce(nbytes) if comm.size > 1 else nbytes       # a sum
     return nbytes / seconds / 1e6
 
 
@@ -107,16 +106,13 @@ def main():
                                                    "missing; default: a temporary one")
     parser.add_argument("--skip-slow", action="store_true", help="leave out the plain-h5py shuffled baseline")
     args = parser.parse_args()
-    comm = None
-    if "PMI_RANK" in os.environ:
-        from mpi4py import MPI
-        comm = MPI.COMM_WORLD
-    rank = comm.rank if comm else 0
+    comm = mpi.world()
+    rank = comm.rank
     folder = tempfile.mkdtemp(prefix="hpcrnn-bench-") if rank == 0 and not args.file else None
     path = args.file or os.path.join(folder, "bench.h5") if rank == 0 else None
     if rank == 0 and not os.path.exists(path):
         make_file(path, args.samples, args.length, args.features)
-    path = comm.bcast(path) if comm else path
+    path = mpi.bcast_object(comm, path)
     cases = {"raw h5py": lambda r: raw_read(path, comm, args.buffer_mb),
              "loader shuffled": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r),
              "loader in order": lambda r: loader_read(path, comm, args.buffer_mb, args.batch, False, r)}
@@ -126,7 +122,7 @@ def main():
                                                           "independent")
     cases["in order, hdf5 reads"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, False, r,
                                                           "independent")
-    if comm is not None and comm.size > 1 and h5py.get_config().mpi:
+    if comm.size > 1 and h5py.get_config().mpi:
         cases["shuffled, collective"] = lambda r: loader_read(path, comm, args.buffer_mb, args.batch, True, r,
                                                               "collective")
     # last: its many small h5py reads slow the cases run right after it
@@ -143,7 +139,7 @@ def main():
         with h5py.File(path, "r") as handle:
             shape = handle["inputs"].shape
         print(f"file {size_mb:.0f} MiB, {shape[0]} x {shape[1]} x {shape[2]} float32, batch {args.batch}, "
-              f"buffer {args.buffer_mb:g} MiB, {comm.size if comm else 1} rank(s), median of {args.repeats}")
+              f"buffer {args.buffer_mb:g} MiB, {comm.size} rank(s), median of {args.repeats}")
         print("  read modes used: " + ", ".join(f"{asked} -> {used}" for asked, used in MODES.items()))
         raw = statistics.median(rates["raw h5py"])
         for name, values in rates.items():

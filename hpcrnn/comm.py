@@ -266,3 +266,24 @@ class FusedExchange:
         self.posted.append(start_allreduce(self.comm, self.buffer[self.layer_spans[-1][1]:]))
         wait(self.comm, self.posted, self.timeout_s, "gradient allreduce")
         return Totals(self.tail)
+
+
+_CLOSE_AT_EXIT = None      # weakref.WeakSet of objects to close before MPI_Finalize; made on first use
+
+
+def close_at_exit(resource):
+    """Calls resource.close() (idempotent) at interpreter exit if the resource is still alive then. Python's
+    atexit hooks run before MPI_Finalize (mpi4py finalizes from Py_AtExit), and an mpio file must be closed
+    while MPI is up. The resource is held weakly (never kept alive), and one hook serves the whole process."""
+    global _CLOSE_AT_EXIT
+    if _CLOSE_AT_EXIT is None:
+        import atexit
+        import weakref
+        _CLOSE_AT_EXIT = weakref.WeakSet()
+        atexit.register(_close_all)
+    _CLOSE_AT_EXIT.add(resource)
+
+
+def _close_all():
+    for resource in list(_CLOSE_AT_EXIT):
+        resource.close()

@@ -6,12 +6,12 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 
+from hpcrnn.data.read_mode import READS
 from hpcrnn.errors import ConfigError
 from hpcrnn.kernels import CELLS
 from hpcrnn.kernels import LOSSES as MODEL_LOSSES
 
 LOSSES = ("auto",) + MODEL_LOSSES              # auto: cross_entropy for labels, mse otherwise
-READS = ("auto", "direct", "independent", "collective")     # hpcrnn.data.loader.choose_reads
 MONITORS = ("val_loss", "val_accuracy", "val_rmse", "val_mae")   # hpcrnn.monitor.Monitor
 MAX_LAYERS = 64             # upper bounds: beyond them a typo, not a model (a run would take hours to say so)
 MAX_HIDDEN = 65536

@@ -1,7 +1,15 @@
 """Small schema v1 files for the data tests: valid ones of every form and a catalogue of broken ones,
 each paired with the text its error message must contain. Sample i's inputs start with the value i."""
+import dataclasses
+
 import numpy as np
 import h5py
+
+
+def kept(batches):
+    """Copies of loader batches, to keep them: the loader refills one set of arrays batch after batch."""
+    return [dataclasses.replace(b, x=b.x.copy(), y=b.y.copy(), lengths=None if b.lengths is None else b.lengths.copy())
+            for b in batches]
 
 
 def write_windows(path, count=50, seq_len=4, features=3, output="targets", lengths=False, chunk=8,

@@ -1,9 +1,9 @@
 """The `synth` and `prepare` subcommands: argparse flags and runners for hpcrnn/cli.py, plus a standalone
 `python -m hpcrnn.data.commands {synth,prepare} ...` that prints a one-line error and exits 1 on failure."""
 import argparse
-import os
 import sys
 
+from hpcrnn import comm as mpi
 from hpcrnn.errors import HpcrnnError
 
 
@@ -23,7 +23,7 @@ def add_synth_args(parser):
     return parser
 
 
-def run_synth(args, comm=None):
+def run_synth(args, comm):
     """Writes the synthetic file; returns a one-line summary (the caller prints it on rank 0)."""
     from hpcrnn.data.synth import SynthSpec, write
     spec = SynthSpec(kind=args.kind, sequences=args.sequences, length=args.length, features=args.features,
@@ -57,7 +57,7 @@ def add_prepare_args(parser):
     return parser
 
 
-def run_prepare(args, comm=None):
+def run_prepare(args, comm):
     """Converts the input; returns a one-line summary (the caller prints it on rank 0)."""
     from hpcrnn.data.prepare import PrepareSpec, prepare
     from hpcrnn.data.schema import describe
@@ -85,10 +85,7 @@ def main(argv=None):
     add_prepare_args(commands.add_parser("prepare"))
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    comm = None
-    if "PMI_RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
-        from mpi4py import MPI
-        comm = MPI.COMM_WORLD
+    comm = mpi.world()
     try:
         summary = (run_synth if args.command == "synth" else run_prepare)(args, comm)
     except HpcrnnError as error:
@@ -96,7 +93,7 @@ def main(argv=None):
             raise
         sys.stderr.write(f"hpcrnn {args.command}: error: {error}\n")
         return 1
-    if comm is None or comm.Get_rank() == 0:
+    if comm.rank == 0:
         print(summary)
     return 0
 

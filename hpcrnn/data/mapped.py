@@ -8,12 +8,13 @@ madvise(MADV_POPULATE_READ) on the blocks it needs (reads what is not cached and
 take no page faults; run in the prefetch thread, the GIL released); after a group is consumed its pages
 are dropped from this process (MADV_DONTNEED), so resident memory stays bounded by the buffer.
 
-Used for independent reads of files that allow it (see `why_not_mappable`); HDF5 reads are used otherwise."""
+Used for independent reads of files that allow it (see `why_not_mapped`); HDF5 reads are used otherwise."""
 import ctypes
 import errno
 import mmap
 import os
 
+import h5py
 import numpy as np
 from numba import njit, types
 from numba.core import cgutils
@@ -72,6 +73,42 @@ def why_not_mappable(dset):
         return "chunked along more than the first axis"
     if dset.external:
         return "external storage"
+    return None
+
+
+def chunk_layout(dset):
+    """(rows per chunk, byte address of each chunk or None where unallocated, byte size of each) of a dataset
+    whose rows are byte ranges of its file (why_not_mappable(dset) is None); a contiguous one is one chunk."""
+    rows = dset.shape[0]
+    if dset.chunks is None:
+        row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+        return rows, [dset.id.get_offset()], [rows * row_bytes]
+    chunk_rows = int(dset.chunks[0])
+    corner = (0,) * (dset.ndim - 1)
+    infos = [dset.id.get_chunk_info_by_coord((first,) + corner) for first in range(0, rows, chunk_rows)]
+    return chunk_rows, [info.byte_offset for info in infos], [info.size for info in infos]
+
+
+def why_not_in_file(addresses, sizes, file_size):
+    """None when every chunk (chunk_layout) is allocated and inside the first file_size bytes of the file,
+    else the reason: reading a missing chunk through the map would crash the process."""
+    if any(address is None for address in addresses):
+        return "unallocated chunks"
+    if addresses and max(a + z for a, z in zip(addresses, sizes)) > file_size:
+        return "chunks beyond the end of the file (truncated)"
+    return None
+
+
+def why_not_mapped(path, names):
+    """None when the datasets `names` of the file at path can all be read through a memory map of it, else
+    the reason, naming the dataset (its layout does not allow it, or the file is cut short)."""
+    file_size = os.path.getsize(path)
+    with h5py.File(path, "r") as handle:
+        for name in names:
+            dset = handle[name]
+            reason = why_not_mappable(dset) or why_not_in_file(*chunk_layout(dset)[1:], file_size)
+            if reason:
+                return f"/{name}: {reason}"
     return None
 
 
@@ -134,30 +171,24 @@ class MappedDataset:
         self.shape, self.dtype = tuple(dset.shape), dset.dtype
         self.rows = self.shape[0]
         self.row_bytes = dset.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
-        if dset.chunks is None:
-            self.chunk_rows = self.rows
-            offset = dset.id.get_offset()
-            addresses, sizes = [offset], [self.rows * self.row_bytes]
-        else:
-            self.chunk_rows = int(dset.chunks[0])
-            addresses, sizes = [], []
-            for first in range(0, self.rows, self.chunk_rows):
-                info = dset.id.get_chunk_info_by_coord((first,) + (0,) * (dset.ndim - 1))
-                addresses.append(info.byte_offset)
-                sizes.append(info.size)
-        if any(address is None for address in addresses):
-            raise ValueError(f"{dset.name}: unallocated chunks")
+        self.chunk_rows, addresses, sizes = chunk_layout(dset)
+        reason = why_not_in_file(addresses, sizes, mapped.size)
+        if reason:
+            raise ValueError(f"{dset.name}: {reason}")
         self.address = np.asarray(addresses, dtype=np.int64)
-        if len(self.address) and int(np.max(self.address + np.asarray(sizes, dtype=np.int64))) > mapped.size:
-            raise ValueError(f"{dset.name}: chunks beyond the end of the file (truncated)")
 
-    def gather(self, starts, count=None):
+    def gather(self, starts, count=None, out=None):
         """The rows at `starts` ([len(starts), *shape[1:]]), or with count the runs of `count` rows beginning
-        at each of starts ([len(starts), count, *shape[1:]]), copied from the file in the order given."""
+        at each of starts ([len(starts), count, *shape[1:]]), copied from the file in the order given, into
+        `out` when given (C-contiguous, of that shape and the dataset's dtype), else into a new array."""
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         lead = (len(starts),) if count is None else (len(starts), int(count))
         count = 1 if count is None else int(count)
-        out = np.empty(lead + self.shape[1:], dtype=self.dtype)
+        if out is None:
+            out = np.empty(lead + self.shape[1:], dtype=self.dtype)
+        elif out.shape != lead + self.shape[1:] or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {self.dtype} {lead + self.shape[1:]}, got "
+                             f"{out.dtype} {out.shape}")
         if len(starts):
             if int(starts.min()) < 0 or int(starts.max()) + count > self.rows:
                 raise IndexError(f"rows {int(starts.min())}..{int(starts.max()) + count} outside 0..{self.rows}")

@@ -1,6 +1,6 @@
-"""HDF5 access shared by the data package: opening (serial or mpio), hyperslab-union reads and writes of row
-ranges (collective or independent, with empty selections that never hang), chunk sizing, and agreement
-of every rank on an error. comm=None means serial; mpi4py is imported only when a communicator is given."""
+"""HDF5 access shared by the data package: opening (serial or mpio), reads of row ranges into buffers the caller
+owns and writes of rows (collective or independent, with empty selections that never hang), chunk sizing.
+`comm` is always a communicator (COMM_SELF when serial); agreement on errors is hpcrnn.comm.agree."""
 import h5py
 import numpy as np
 
@@ -9,33 +9,15 @@ from hpcrnn.errors import DataError
 CHUNK_TARGET_BYTES = 2 << 20
 
 
-def size_of(comm):
-    return 1 if comm is None else comm.Get_size()
-
-
-def rank_of(comm):
-    return 0 if comm is None else comm.Get_rank()
-
-
 def mpio_available(comm):
     """True when reads/writes through comm can use the mpio driver (more than one rank, h5py with MPI)."""
-    return size_of(comm) > 1 and h5py.get_config().mpi
-
-
-def agree(comm, message):
-    """Every rank raises DataError(first message found, lowest rank first) when any rank has one.
-
-    Call it at the same point on every rank; `message` is None where that rank found nothing wrong."""
-    if size_of(comm) > 1:
-        messages = comm.allgather(message)
-        message = next((m for m in messages if m), None)
-    if message:
-        raise DataError(message)
+    return comm.size > 1 and h5py.get_config().mpi
 
 
 def attempt(path, function, *args, **kwargs):
     """Calls function; returns (value, None), or (None, one-line message naming path) if it raised DataError
-    or a read error (OSError and the like), so that the caller can agree() on it with the other ranks."""
+    or a read error (OSError and the like), so that the caller can agree on it with the other ranks
+    (hpcrnn.comm.agree)."""
     try:
         return function(*args, **kwargs), None
     except DataError as error:
@@ -45,7 +27,7 @@ def attempt(path, function, *args, **kwargs):
         return None, f"{path}: cannot be read, truncated or corrupt ({type(error).__name__}: {text})"
 
 
-def open_file(path, comm=None, mode="r", collective=True):
+def open_file(path, comm, mode="r", collective=True):
     """Opens path with the mpio driver on a duplicate of comm (when available and collective), else with the
     default driver. Returns (file, dup_comm or None); the caller frees dup_comm after closing the file."""
     if collective and mpio_available(comm):
@@ -73,16 +55,6 @@ def _file_space(dset, starts, stops, column_slice=None):
     return space
 
 
-def calls_needed(ranges, comm=None):
-    """Read calls for `ranges` row ranges (one each); with comm, the maximum over its ranks, since
-    collective reads need the same number of calls on every rank."""
-    calls = int(ranges)
-    if size_of(comm) > 1:
-        from mpi4py import MPI
-        calls = comm.allreduce(calls, op=MPI.MAX)
-    return calls
-
-
 def _read_none(dset, dxpl, dtype):
     """Takes part in a (collective) read with an empty selection."""
     rest = tuple(dset.shape[1:])
@@ -93,26 +65,26 @@ def _read_none(dset, dxpl, dtype):
     dset.id.read(memory_space, file_space, np.empty((1,) + rest, dtype=dtype), dxpl=dxpl)
 
 
-def read_ranges(dset, starts, stops, dxpl, dtype=None, calls=None):
-    """Reads the sorted, disjoint row ranges [starts[i], stops[i]) of dset into one array
-    [sum(stops - starts), *dset.shape[1:]], one read call per range: a single regular hyperslab keeps
-    HDF5 on its fast path, where a union of many is slow to build and to read (HDF5 1.10 iterates it in
-    pieces of one innermost row). `calls` beyond the ranges take part with an empty selection, so collective
-    reads stay matched across ranks (an empty h5py selection would skip the call and hang the others)."""
+def read_ranges(dset, starts, stops, out, dxpl, calls=0):
+    """Reads the sorted, disjoint row ranges [starts[i], stops[i]) of dset into the first sum(stops - starts)
+    rows of `out` (C-contiguous, writable, of the dtype wanted: HDF5 converts), one read call per range: a
+    single regular hyperslab keeps HDF5 on its fast path, where a union of many is slow to build and to read
+    (HDF5 1.10 iterates it in pieces of one innermost row). `calls` beyond the ranges take part with an empty
+    selection, so collective reads stay matched across ranks (an empty h5py selection would skip the call
+    and hang the others). Returns the rows filled (a view of out)."""
     rest = tuple(dset.shape[1:])
-    dtype = np.dtype(dtype or dset.dtype)
     counts = np.asarray(stops, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
-    out = np.empty((int(counts.sum()),) + rest, dtype=dtype)
+    filled = out[:int(counts.sum())]
     file_space = dset.id.get_space()
     position = 0
     for start, count in zip(np.asarray(starts).tolist(), counts.tolist()):
-        target = out[position:position + count]
+        target = filled[position:position + count]
         file_space.select_hyperslab((start,) + (0,) * len(rest), (count,) + rest)
         dset.id.read(h5py.h5s.create_simple(target.shape), file_space, target, dxpl=dxpl)
         position += count
-    for _ in range(len(counts), calls or 0):
-        _read_none(dset, dxpl, dtype)
-    return out
+    for _ in range(len(counts), calls):
+        _read_none(dset, dxpl, out.dtype)
+    return filled
 
 
 def write_rows(dset, start, array, dxpl):
@@ -142,9 +114,3 @@ def chunk_length(dset, default_bytes=CHUNK_TARGET_BYTES):
         return int(dset.chunks[0])
     row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
     return chunk_rows(row_bytes, dset.shape[0], default_bytes)
-
-
-def thread_multiple():
-    """True when MPI was initialised with MPI_THREAD_MULTIPLE."""
-    from mpi4py import MPI
-    return MPI.Query_thread() == MPI.THREAD_MULTIPLE

@@ -10,10 +10,12 @@ class Prefetcher:
     """Calls read(argument) for each argument in order. next() returns the next result, release() says the
     consumer is done with the previous one, close() stops the thread after its current read.
 
-    Every rank sees the same arguments and stops at the same point, so collective reads stay matched."""
+    Every rank sees the same arguments and stops at the same point. With matched=True (collective reads)
+    close() still lets the thread make every read it was allowed to start (two plus one per release), so
+    every rank makes the same reads whatever the thread's timing; otherwise it stops at once."""
 
-    def __init__(self, read, arguments, threaded=True):
-        self.read, self.arguments = read, list(arguments)
+    def __init__(self, read, arguments, threaded=True, matched=False):
+        self.read, self.arguments, self.matched = read, list(arguments), matched
         self.position = 0
         self.threaded = threaded and len(self.arguments) > 1
         if self.threaded:
@@ -23,12 +25,17 @@ class Prefetcher:
             self.thread = threading.Thread(target=self._run, name="hpcrnn-prefetch", daemon=True)
             self.thread.start()
 
+    def _permitted(self):
+        """Waits for a slot; False once stopped. Slots are released only before close(), so when matched a
+        slot released before it is still taken: the reads made depend on the releases, not on timing."""
+        while not self.slots.acquire(timeout=POLL_S):
+            if self.stop.is_set():
+                return self.matched and self.slots.acquire(blocking=False)
+        return self.matched or not self.stop.is_set()
+
     def _run(self):
         for argument in self.arguments:
-            while not self.slots.acquire(timeout=POLL_S):
-                if self.stop.is_set():
-                    return
-            if self.stop.is_set():
+            if not self._permitted():
                 return
             try:
                 self.results.put((self.read(argument), None))

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.data import tabular
-from hpcrnn.data.parallel import agree, attempt, chunk_rows, rank_of
+from hpcrnn.data.parallel import attempt, chunk_rows
 from hpcrnn.data.schema import describe
 from hpcrnn.errors import ConfigError, DataError
 
@@ -38,11 +39,11 @@ class PrepareSpec:
             raise ConfigError("--val-fraction and --test-fraction must be in [0, 1) with a sum below 1")
 
 
-def prepare(spec, comm=None):
+def prepare(spec, comm):
     """Writes spec.out from spec.input; rank 0 converts, every rank raises the same error on failure."""
     spec.validate()
-    message = attempt(spec.input, _prepare, spec)[1] if rank_of(comm) == 0 else None
-    agree(comm, message)
+    message = attempt(spec.input, _prepare, spec)[1] if comm.rank == 0 else None
+    mpi.agree(comm, message, DataError)
     return os.path.abspath(spec.out)
 
 

@@ -3,8 +3,10 @@ label and length ranges), then one reduction gives every rank the first offendin
 import h5py
 import numpy as np
 
-from hpcrnn.data.parallel import agree, attempt, chunk_length, rank_of, size_of
+from hpcrnn import comm as mpi
+from hpcrnn.data.parallel import attempt, chunk_length
 from hpcrnn.data.shard import blockdist
+from hpcrnn.errors import DataError
 
 NONE = np.iinfo(np.int64).max
 PIECE_BYTES = 8 << 20
@@ -15,11 +17,8 @@ def scan_file(info, comm, check_finite):
     """Returns {key: value} reduced over ranks: first bad sample (or row) index per key (NONE when clean)
     and label_max. Read errors are agreed on first, so every rank raises the same DataError."""
     local, message = attempt(info.path, _scan_local, info, comm, check_finite)
-    agree(comm, message)
-    reduced = local.copy()
-    if size_of(comm) > 1:
-        from mpi4py import MPI
-        comm.Allreduce(local, reduced, op=MPI.MIN)
+    mpi.agree(comm, message, DataError)
+    reduced = mpi.allreduce_min(comm, local)
     findings = dict(zip(KEYS, reduced.tolist()))
     findings["label_max"] = -findings["label_max"]
     return findings
@@ -85,7 +84,7 @@ def _scan_local(info, comm, check_finite):
     """This rank's findings as an int64 array ordered like KEYS (label_max stored negated, for MIN)."""
     found = np.array([NONE, NONE, NONE, NONE, 1], dtype=np.int64)
     total = info.num_rows if info.form == "series" else info.num_samples
-    count, start = blockdist(total, size_of(comm), rank_of(comm))
+    count, start = blockdist(total, comm.size, comm.rank)
     stop = start + count
     with h5py.File(info.path, "r") as handle:
         if info.form == "series":

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.data import scan
-from hpcrnn.data.parallel import agree, attempt
+from hpcrnn.data.parallel import attempt
 from hpcrnn.errors import DataError
 
 SCHEMA_VERSION = 1
@@ -39,16 +40,16 @@ class DatasetInfo:
     target_name: str = ""     # "/targets", "/labels" or "" (series)
 
 
-def open_dataset(path, comm=None, check_finite=True):
+def open_dataset(path, comm, check_finite=True):
     """Validates path against schema v1 and returns its DatasetInfo; raises DataError on every rank.
 
     Each rank scans its block of samples (NaN/Inf when check_finite, label and length ranges) and the
     findings are reduced, so all ranks raise the same error or return the same info."""
     path = os.fspath(path)
     info, message = attempt(path, describe, path)
-    agree(comm, message)
+    mpi.agree(comm, message, DataError)
     findings = scan.scan_file(info, comm, check_finite)
-    agree(comm, scan.verdict(info, findings))
+    mpi.agree(comm, scan.verdict(info, findings), DataError)
     if info.task == "classification":
         num_classes = int(findings["label_max"]) + 1
         agree(comm, attempt(path, _check_classes, info, num_classes)[1])

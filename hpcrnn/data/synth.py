@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpcrnn import comm as mpi
 from hpcrnn.data import generators
-from hpcrnn.data.parallel import (agree, attempt, chunk_rows, mpio_available, open_file, rank_of, size_of,
-                                  transfer_list, write_rows)
+from hpcrnn.data.parallel import attempt, chunk_rows, mpio_available, open_file, transfer_list, write_rows
 from hpcrnn.data.shard import blockdist
-from hpcrnn.errors import ConfigError
+from hpcrnn.errors import ConfigError, DataError
 
 KINDS = ("mackey-glass", "lorenz96", "sines")
 SLAB_BYTES = 32 << 20
@@ -99,13 +99,13 @@ def _write_slab(spec, datasets, indices, dxpl):
     write_rows(datasets[1], first, labels if spec.classes else values[:, spec.length:, 0], dxpl)
 
 
-def write(spec, comm=None):
+def write(spec, comm):
     """Writes spec.out; every rank generates and writes its block of sequences slab by slab."""
     spec.validate()
-    size, rank = size_of(comm), rank_of(comm)
+    size, rank = comm.size, comm.rank
     if size > 1 and not mpio_available(comm):    # h5py without MPI: rank 0 writes everything
-        message = attempt(spec.out, write, spec, None)[1] if rank == 0 else None
-        agree(comm, message)
+        message = attempt(spec.out, write, spec, mpi.self_comm())[1] if rank == 0 else None
+        mpi.agree(comm, message, DataError)
         return os.path.abspath(spec.out)
     count, start = blockdist(spec.sequences, size, rank)
     most, _ = blockdist(spec.sequences, size, 0)
@@ -115,7 +115,7 @@ def write(spec, comm=None):
         handle, dup = open_file(spec.out, comm, "w")
     except OSError as error:
         handle, message = None, f"{spec.out}: cannot be created ({error})"
-    agree(comm, message)
+    mpi.agree(comm, message, DataError)
     dxpl = transfer_list(dup is not None)
     try:
         datasets = _create(handle, spec)

@@ -62,7 +62,7 @@ def gathered_epoch(info, split, batch_size, comm, **options):
     loader = BatchLoader(info, split, batch_size, comm=comm, seed=3, buffer_mb=0.001, **options)
     try:
         steps = loader.steps_per_epoch
-        batches = list(loader.epoch(1))
+        batches = fixtures.kept(loader.epoch(1))
         return loader, steps, batches
     finally:
         loader.close()
@@ -75,7 +75,7 @@ def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, r
     loader, steps, mine = gathered_epoch(windows, split, 10, COMM, prefetch=prefetch, reads=reads)
     parallel = h5py.get_config().mpi and COMM.size > 1
     assert loader.reads == ("independent" if reads == "collective" and not parallel else reads)
-    _, serial_steps, serial = gathered_epoch(windows, split, 10, None)
+    _, serial_steps, serial = gathered_epoch(windows, split, 10, MPI.COMM_SELF)
     assert steps == serial_steps == len(mine) == 6
     for batch, reference in zip(mine, serial):
         parts = COMM.allgather(batch.indices)
@@ -119,7 +119,7 @@ def test_leaving_an_epoch_early_does_not_hang(windows):
 
 @pytest.mark.parametrize("reads", ["collective", "direct"])
 def test_in_order_iteration_blocks(windows, reads):
-    batches = list(iterate_in_order(windows, (5, 50), 4, comm=COMM, reads=reads))
+    batches = fixtures.kept(iterate_in_order(windows, (5, 50), 4, comm=COMM, reads=reads))
     assert len(set(COMM.allgather(len(batches)))) == 1
     mine = np.concatenate([b.indices for b in batches])
     assert np.array_equal(np.concatenate(COMM.allgather(mine)), np.arange(5, 50))
@@ -131,7 +131,7 @@ def test_synth_same_bytes_for_any_number_of_ranks(folder, monkeypatch, form):
     monkeypatch.setattr("hpcrnn.data.synth.SLAB_BYTES", 20000)     # several collective slabs per rank
     spec = dict(kind="mackey-glass", sequences=13, length=24, features=2, seed=5, horizon=2, form=form)
     write(SynthSpec(out=os.path.join(folder, f"p_{form}.h5"), **spec), comm=COMM)
-    on_rank_zero(write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec))
+    on_rank_zero(write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec), MPI.COMM_SELF)
     if COMM.rank == 0:
         assert digest(os.path.join(folder, f"p_{form}.h5")) == digest(os.path.join(folder, f"s_{form}.h5"))
     assert open_dataset(os.path.join(folder, f"p_{form}.h5"), comm=COMM).form == form

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import h5py
 import pytest
 
 import data_fixtures as fixtures
@@ -12,6 +13,17 @@ MPIEXEC = shutil.which("mpiexec.mpich") or shutil.which("mpiexec.hydra")
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="MPICH's mpiexec is not installed")
 OPEN = "import sys; from mpi4py import MPI; from hpcrnn.data.schema import open_dataset; " \
        "print(f'<{open_dataset(sys.argv[1], comm=MPI.COMM_WORLD).num_samples}>', flush=True)"
+
+LEFT_OPEN = """
+import sys
+from hpcrnn import comm as mpi
+from hpcrnn.data.loader import BatchLoader
+from hpcrnn.data.schema import open_dataset
+comm = mpi.world()
+info = open_dataset(sys.argv[1], comm)
+loader = BatchLoader(info, (0, info.num_samples), 8, comm, buffer_mb=0.001, reads="collective", prefetch=False)
+print(f"<{loader.reads} {len(next(loader.epoch(0)).x)}>", flush=True)
+"""   # the loader is never closed
 
 
 def launch(ranks, *arguments, timeout=90):
@@ -61,3 +73,11 @@ def test_prepare_refuses_nonfinite_with_exit_2_or_drops_it(tmp_path):
                     "--drop-nonfinite", timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("; dropped 1 row holding NaN/Inf") == 1
+
+
+@pytest.mark.skipif(not h5py.get_config().mpi, reason="h5py without MPI has no collective reads")
+def test_collective_reader_left_open_is_closed_before_mpi_finalize(tmp_path):
+    path = fixtures.write_windows(str(tmp_path / "w.h5"), count=61, chunk=8)
+    result = launch(2, "-c", LEFT_OPEN, path, timeout=60)
+    assert result.returncode == 0 and result.stdout.count("<collective 4>") == 2, result.stderr
+    assert "after finalizing" not in result.stderr and "Traceback" not in result.stderr

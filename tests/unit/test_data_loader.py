@@ -8,31 +8,31 @@ import numpy as np
 import pytest
 
 import data_fixtures as fixtures
+from hpcrnn import comm as mpi
 from hpcrnn.data.loader import BatchLoader, iterate_in_order, split_ranges
 from hpcrnn.data.schema import open_dataset
 
+SELF = mpi.self_comm()
+
 
 class FakeComm:
-    """Rank `rank` of `size` for code that only asks for the size and rank (independent reads)."""
+    """Rank `rank` of `size` for code that only asks for the size and rank (direct and independent reads)."""
 
     def __init__(self, size, rank):
         self.size, self.rank = size, rank
 
-    def Get_size(self):
-        return self.size
 
-    def Get_rank(self):
-        return self.rank
+def dataset(path):
+    return open_dataset(path, SELF)
 
 
 def epoch_batches(info, split, batch, size, rank, epoch=0, **options):
     options.setdefault("buffer_mb", 0.002)
     start_step = options.pop("start_step", 0)
-    loader = BatchLoader(info, split, batch, comm=FakeComm(size, rank) if size > 1 else None, seed=7,
-                         **options)
+    loader = BatchLoader(info, split, batch, comm=FakeComm(size, rank) if size > 1 else SELF, seed=7, **options)
     try:
         assert loader.reads == options.get("reads", "direct")        # these files allow direct reads
-        return loader.steps_per_epoch, list(loader.epoch(epoch, start_step))
+        return loader.steps_per_epoch, fixtures.kept(loader.epoch(epoch, start_step))
     finally:
         loader.close()
 
@@ -44,7 +44,7 @@ def reads(request):
 
 @pytest.fixture(scope="module")
 def windows(tmp_path_factory):
-    return open_dataset(fixtures.write_windows(str(tmp_path_factory.mktemp("d") / "w.h5"), count=97, chunk=8))
+    return dataset(fixtures.write_windows(str(tmp_path_factory.mktemp("d") / "w.h5"), count=97, chunk=8))
 
 
 @pytest.mark.parametrize("size", [1, 2, 3])
@@ -89,27 +89,30 @@ def test_no_shuffle_is_natural_order(windows, reads):
     assert np.concatenate([b.indices for b in batches]).tolist() == list(range(97))
 
 
-def test_tiny_split_fewer_samples_than_ranks(windows, reads):
-    for rank in range(3):
-        steps, batches = epoch_batches(windows, (10, 12), 16, 3, rank, reads=reads)
-        assert steps == 1 and len(batches) == 1 and batches[0].global_count == 2
-        assert len(batches[0].x) == (1 if rank < 2 else 0) and batches[0].x.shape[1:] == (4, 3)
+def test_tiny_split_fewer_samples_than_ranks(windows, tmp_path, reads):
+    series = dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=200, lookback=5, horizon=2, stride=3))
+    for info, shape in ((windows, (4, 3)), (series, (5, 2))):
+        for rank in range(3):
+            steps, batches = epoch_batches(info, (10, 12), 16, 3, rank, reads=reads)
+            assert steps == 1 and len(batches) == 1 and batches[0].global_count == 2
+            assert len(batches[0].x) == (1 if rank < 2 else 0) and batches[0].x.shape[1:] == shape
+            assert batches[0].y.shape == (len(batches[0].x), info.output_size)
 
 
 def test_labels_lengths_and_sequence_targets(tmp_path, reads):
-    labels = open_dataset(fixtures.write_windows(str(tmp_path / "l.h5"), output="labels", lengths=True))
+    labels = dataset(fixtures.write_windows(str(tmp_path / "l.h5"), output="labels", lengths=True))
     assert labels.task == "classification" and labels.num_classes == 3 and labels.has_lengths
     for batch in epoch_batches(labels, (0, 50), 7, 2, 1, reads=reads)[1]:
         assert batch.y.dtype == np.int64 and np.array_equal(batch.y, batch.indices % 3)
         assert np.array_equal(batch.lengths, 1 + batch.indices % 4)
-    sequence = open_dataset(fixtures.write_windows(str(tmp_path / "s.h5"), output="sequence"))
+    sequence = dataset(fixtures.write_windows(str(tmp_path / "s.h5"), output="sequence"))
     assert sequence.head == "sequence" and sequence.output_size == 2
     batch = epoch_batches(sequence, (0, 50), 7, 1, 0, reads=reads)[1][0]
     assert batch.y.shape == (len(batch.x), 4, 2) and np.allclose(batch.y, 2 * batch.x[:, :, :2])
 
 
 def test_series_windows_are_cut_on_the_fly(tmp_path, reads):
-    info = open_dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=200, lookback=5, horizon=2, stride=3))
+    info = dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=200, lookback=5, horizon=2, stride=3))
     assert info.num_samples == (200 - 5 - 2) // 3 + 1 and info.output_size == 2 and info.seq_len == 5
     steps, batches = epoch_batches(info, (0, info.num_samples), 9, 2, 1, reads=reads)
     for batch in batches:
@@ -118,10 +121,23 @@ def test_series_windows_are_cut_on_the_fly(tmp_path, reads):
         assert np.allclose(batch.y, starts[:, None] + 5 + np.arange(2) + 0.001)   # column 1, flattened
 
 
+def test_batches_are_read_into_the_same_buffers_step_after_step(windows, reads):
+    loader = BatchLoader(windows, (0, 97), 10, FakeComm(2, 1), seed=0, buffer_mb=0.002, reads=reads)
+    try:
+        first, *rest = [(b.x, b.y, b.x[:, 0, 0].copy(), b.indices) for b in loader.epoch(0)]
+    finally:
+        loader.close()
+    assert len(rest) == 9
+    assert all(np.shares_memory(x, first[0]) and np.shares_memory(y, first[1]) for x, y, _, _ in rest)
+    assert all(np.array_equal(column, indices.astype(np.float32)) for _, _, column, indices in [first] + rest)
+    in_order = [b.x for b in iterate_in_order(windows, (0, 97), 16, SELF, reads=reads)]
+    assert len(in_order) == 7 and all(np.shares_memory(x, in_order[0]) for x in in_order)
+
+
 def test_in_order_iteration_gives_each_rank_a_block(windows, reads):
     counts = []
     for rank in range(3):
-        batches = list(iterate_in_order(windows, (3, 40), 5, comm=FakeComm(3, rank), reads=reads))
+        batches = fixtures.kept(iterate_in_order(windows, (3, 40), 5, comm=FakeComm(3, rank), reads=reads))
         counts.append(len(batches))
         indices = np.concatenate([b.indices for b in batches])
         assert np.array_equal(indices, np.arange(3 + [0, 13, 25][rank], 3 + [13, 25, 37][rank]))
@@ -130,21 +146,23 @@ def test_in_order_iteration_gives_each_rank_a_block(windows, reads):
 
 def test_split_ranges_default_gap(tmp_path, windows):
     assert split_ranges(windows, 0.2) == {"train": (0, 78), "val": (78, 97)}
-    series = open_dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=110, lookback=5, horizon=2))
+    series = dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=110, lookback=5, horizon=2))
     assert split_ranges(series, 0.1) == {"train": (0, 104 - 10 - 6), "val": (94, 104)}  # gap = L+H-1 windows
-    marked = open_dataset(fixtures.write_windows(str(tmp_path / "m.h5"), splits={"train": (0, 30), "val": (35, 50)}))
+    marked = dataset(fixtures.write_windows(str(tmp_path / "m.h5"), splits={"train": (0, 30), "val": (35, 50)}))
     assert split_ranges(marked, 0.5) == {"train": (0, 30), "val": (35, 50)}
 
 
 STREAM = """
 import sys, numpy as np
+from hpcrnn.comm import self_comm
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.loader import BatchLoader
 def rss(key):
     return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith(key))) / 1024
-info = open_dataset(sys.argv[1], check_finite=False)
-loader = BatchLoader(info, (0, info.num_samples), 64, seed=0, buffer_mb=float(sys.argv[2]), reads=sys.argv[3])
-warm = BatchLoader(info, (0, 64), 64, seed=0, buffer_mb=0.1, reads=sys.argv[3])
+info = open_dataset(sys.argv[1], self_comm(), check_finite=False)
+loader = BatchLoader(info, (0, info.num_samples), 64, self_comm(), seed=0, buffer_mb=float(sys.argv[2]),
+                     reads=sys.argv[3])
+warm = BatchLoader(info, (0, 64), 64, self_comm(), seed=0, buffer_mb=0.1, reads=sys.argv[3])
 list(warm.epoch(0))                     # loads the one-off state first (numba kernels, LLVM, HDF5 caches)
 warm.close()
 open('/proc/self/clear_refs', 'w').write('5')         # resets VmHWM
@@ -170,10 +188,10 @@ def test_streaming_ten_buffers_keeps_memory_bounded(tmp_path, reads):
 
 
 def test_closing_with_an_epoch_left_suspended_stops_its_thread(windows, reads):
-    loader = BatchLoader(windows, (0, 97), 8, seed=0, buffer_mb=0.001, reads=reads)
+    loader = BatchLoader(windows, (0, 97), 8, SELF, seed=0, buffer_mb=0.001, reads=reads)
     epoch = loader.epoch(0)
     next(epoch)
-    assert loader.reader.thread.is_alive()
+    assert loader.prefetcher.thread.is_alive()
     loader.close()
-    assert not loader.reader.thread.is_alive()
+    assert not loader.prefetcher.thread.is_alive()
     epoch.close()

@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 
 import data_fixtures as fixtures
-from hpcrnn.data import loader as loader_module
+from hpcrnn import comm as mpi
 from hpcrnn.data import mapped
-from hpcrnn.data.loader import BatchLoader, choose_reads, file_system
-from hpcrnn.data.mapped import MappedDataset, MappedFile, why_not_mappable
+from hpcrnn.data import parallel
+from hpcrnn.data import read_mode as read_mode_module
+from hpcrnn.data.loader import BatchLoader
+from hpcrnn.data.mapped import MappedDataset, MappedFile, why_not_mappable, why_not_mapped
+from hpcrnn.data.read_mode import file_system, prefetch_allowed, read_mode
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.errors import DataError
+
+SELF = mpi.self_comm()
 
 
 @pytest.fixture
@@ -92,6 +97,7 @@ def test_file_cut_short_after_opening_is_not_mapped(tmp_path):
         with pytest.raises(ValueError, match="beyond the end of the file"):
             MappedDataset(mapping, inputs)
         mapping.close()
+        assert why_not_mapped(path, ["inputs"]) == "/inputs: chunks beyond the end of the file (truncated)"
     finally:
         handle.close()
 
@@ -114,17 +120,18 @@ def test_populate_falls_back_to_willneed_on_old_kernels(h5, monkeypatch):
 
 
 def test_compressed_file_falls_back_to_hdf5_reads_with_the_same_batches(tmp_path):
-    plain = open_dataset(fixtures.write_windows(str(tmp_path / "p.h5"), count=60, output="labels", lengths=True))
+    plain = open_dataset(fixtures.write_windows(str(tmp_path / "p.h5"), count=60, output="labels", lengths=True), SELF)
     packed_path = str(tmp_path / "z.h5")
     with h5py.File(plain.path, "r") as source, h5py.File(packed_path, "w") as target:
         target.attrs["hpcrnn_schema"] = np.int64(1)
         for name in ("inputs", "labels", "lengths"):
             target.create_dataset(name, data=source[name][...], chunks=source[name].chunks, compression="gzip")
-    packed = open_dataset(packed_path)
+    packed = open_dataset(packed_path, SELF)
+    assert why_not_mapped(packed_path, ["inputs"]) == "/inputs: filtered (compressed) chunks"
     batches = {}
     for info in (plain, packed):
-        loader = BatchLoader(info, (0, 60), 7, seed=2, buffer_mb=0.001, reads="direct")
-        batches[info.path] = (loader.reads, list(loader.epoch(3)))
+        loader = BatchLoader(info, (0, 60), 7, SELF, seed=2, buffer_mb=0.001, reads="direct")
+        batches[info.path] = (loader.reads, fixtures.kept(loader.epoch(3)))
         loader.close()
     (mode_a, a), (mode_b, b) = batches[plain.path], batches[packed_path]
     assert (mode_a, mode_b) == ("direct", "independent") and len(a) == len(b)
@@ -134,26 +141,31 @@ def test_compressed_file_falls_back_to_hdf5_reads_with_the_same_batches(tmp_path
 
 
 def test_float64_models_get_float64_batches(tmp_path):
-    info = open_dataset(fixtures.write_windows(str(tmp_path / "w.h5"), count=30))
-    loader = BatchLoader(info, (0, 30), 8, seed=0, buffer_mb=0.001, reads="direct", dtype=np.float64)
+    info = open_dataset(fixtures.write_windows(str(tmp_path / "w.h5"), count=30), SELF)
+    loader = BatchLoader(info, (0, 30), 8, SELF, seed=0, buffer_mb=0.001, reads="direct", dtype=np.float64)
     batch = next(iter(loader.epoch(0)))
     assert loader.reads == "direct" and batch.x.dtype == np.float64 and batch.y.dtype == np.float64
     assert np.array_equal(batch.x[:, 0, 0], batch.indices.astype(np.float64))
     loader.close()
 
 
-def test_read_mode_choice(tmp_path, monkeypatch):
-    path = str(tmp_path / "x.h5")
+class TwoRanks:
+    size, rank = 2, 0
+
+
+def test_read_mode_is_decided_once_before_reading(tmp_path, monkeypatch):
+    info = open_dataset(fixtures.write_windows(str(tmp_path / "x.h5")), SELF)
     assert file_system(str(tmp_path)) != ""
-    assert choose_reads(None, True, "auto", path) == ("direct", True)
-    assert choose_reads(None, True, "collective", path) == ("independent", True)     # one rank
-    monkeypatch.setattr(loader_module, "file_system", lambda _: "lustre")
-    assert choose_reads(None, True, "auto", path) == ("direct", True)                 # no MPI here
-    monkeypatch.setattr(loader_module, "mpio_available", lambda _: True)
-    monkeypatch.setattr(loader_module, "thread_multiple", lambda: False)
-    assert choose_reads(object(), True, "auto", path) == ("collective", False)
+    assert read_mode(SELF, "auto", info) == "direct"
+    assert read_mode(SELF, "collective", info) == "independent"                 # one rank
+    monkeypatch.setattr(read_mode_module, "file_system", lambda _: "lustre")
+    assert read_mode(SELF, "auto", info) == "direct"                           # no mpio with one rank
+    monkeypatch.setattr(parallel, "mpio_available", lambda _: True)
+    assert read_mode(TwoRanks(), "auto", info) == "collective"
+    monkeypatch.setattr(mpi, "thread_multiple", lambda: False)
+    assert not prefetch_allowed("collective", True) and prefetch_allowed("direct", True)
     with pytest.raises(DataError, match="data.reads must be one of"):
-        choose_reads(None, True, "mmap", path)
+        read_mode(SELF, "mmap", info)
 
 
 def test_a_closed_map_is_never_advised(h5, monkeypatch):

@@ -5,16 +5,19 @@ import h5py
 import numpy as np
 import pytest
 
+from hpcrnn import comm as mpi
 from hpcrnn.data import commands
 from hpcrnn.data.loader import split_ranges
 from hpcrnn.data.prepare import PrepareSpec, prepare
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.errors import DataError
 
+SELF = mpi.self_comm()
+
 
 def run(argv):
     parser = commands.add_prepare_args(argparse.ArgumentParser())
-    return commands.run_prepare(parser.parse_args(argv))
+    return commands.run_prepare(parser.parse_args(argv), SELF)
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def test_csv_series_splits_gap_and_train_statistics(tmp_path, csv_file):
     out = str(tmp_path / "s.h5")
     run(["--input", csv_file, "--out", out, "--columns", "a,b", "--target-columns", "b", "--lookback", "10",
          "--horizon", "2", "--val-fraction", "0.2", "--test-fraction", "0.1"])
-    info = open_dataset(out)
+    info = open_dataset(out, SELF)
     windows = 300 - 12 + 1
     assert info.form == "series" and info.num_samples == windows and info.target_columns == (1,)
     train, val, test = info.splits["train"], info.splits["val"], info.splits["test"]
@@ -48,14 +51,14 @@ def test_npz_windows_and_npy_series(tmp_path):
     inputs = np.random.default_rng(0).normal(3.0, 2.0, (40, 5, 2)).astype(np.float32)
     np.savez(tmp_path / "w.npz", inputs=inputs, labels=np.arange(40) % 4, lengths=np.full(40, 5))
     run(["--input", str(tmp_path / "w.npz"), "--out", str(tmp_path / "w.h5"), "--val-fraction", "0.25"])
-    info = open_dataset(str(tmp_path / "w.h5"))
+    info = open_dataset(str(tmp_path / "w.h5"), SELF)
     assert info.task == "classification" and info.num_classes == 4 and info.splits["train"] == (0, 30)
     with h5py.File(tmp_path / "w.h5", "r") as handle:
         normalised = handle["inputs"][:30]
         assert np.allclose(normalised.mean(axis=(0, 1)), 0, atol=1e-5) and np.allclose(normalised.std(axis=(0, 1)), 1, atol=1e-4)
     np.save(tmp_path / "s.npy", np.random.default_rng(1).random((100, 3)))
     run(["--input", str(tmp_path / "s.npy"), "--out", str(tmp_path / "s.h5"), "--lookback", "8", "--no-normalize"])
-    series = open_dataset(str(tmp_path / "s.h5"))
+    series = open_dataset(str(tmp_path / "s.h5"), SELF)
     assert series.num_samples == 92 and not series.has_stats
 
 
@@ -73,9 +76,9 @@ def test_unparsable_csv_and_missing_input(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n3,oops\n")
     with pytest.raises(DataError, match="bad.csv: unparsable value"):
-        prepare(PrepareSpec(input=str(bad), out=str(tmp_path / "x.h5"), lookback=1))
+        prepare(PrepareSpec(input=str(bad), out=str(tmp_path / "x.h5"), lookback=1), SELF)
     with pytest.raises(DataError, match="no such file"):
-        prepare(PrepareSpec(input=str(tmp_path / "none.npz"), out=str(tmp_path / "x.h5")))
+        prepare(PrepareSpec(input=str(tmp_path / "none.npz"), out=str(tmp_path / "x.h5")), SELF)
 
 
 def write_csv(path, rows=60, bad=()):
@@ -107,7 +110,7 @@ def test_nonfinite_csv_value_is_refused_naming_file_line_and_column(tmp_path, te
 def test_nonfinite_value_in_a_column_left_out_is_ignored(tmp_path):
     path = write_csv(tmp_path / "data.csv", bad=[(9, 2, "nan")])
     run(["--input", path, "--out", str(tmp_path / "x.h5"), "--columns", "a", "--lookback", "4"])
-    assert open_dataset(str(tmp_path / "x.h5")).num_samples == 60 - 4
+    assert open_dataset(str(tmp_path / "x.h5"), SELF).num_samples == 60 - 4
 
 
 def test_drop_nonfinite_leaves_out_rows_and_says_how_many(tmp_path):
@@ -121,7 +124,7 @@ def test_drop_nonfinite_leaves_out_rows_and_says_how_many(tmp_path):
         assert handle.attrs["dropped_nonfinite"] == 2
     expected = np.array([i * 0.5 for i in range(60) if i not in (9, 20)], dtype=np.float32)
     assert series.shape == (58, 2) and np.array_equal(series[:, 1], expected) and np.isfinite(series).all()
-    assert open_dataset(out).num_samples == 58 - 4
+    assert open_dataset(out, SELF).num_samples == 58 - 4
 
 
 def test_nonfinite_npy_series_names_row_and_column(tmp_path):
@@ -132,7 +135,7 @@ def test_nonfinite_npy_series_names_row_and_column(tmp_path):
         run(["--input", str(tmp_path / "s.npy"), "--out", str(tmp_path / "s.h5"), "--lookback", "4"])
     summary = run(["--input", str(tmp_path / "s.npy"), "--out", str(tmp_path / "s.h5"), "--lookback", "4",
                    "--drop-nonfinite"])
-    assert "dropped 1 row holding NaN/Inf" in summary and open_dataset(str(tmp_path / "s.h5")).num_samples == 45
+    assert "dropped 1 row holding NaN/Inf" in summary and open_dataset(str(tmp_path / "s.h5"), SELF).num_samples == 45
 
 
 def windows_npz(path, bad_inputs=(), bad_targets=()):
@@ -164,5 +167,5 @@ def test_drop_nonfinite_windows_keeps_the_arrays_aligned(tmp_path):
     with h5py.File(out, "r") as handle:
         assert np.array_equal(handle["inputs"][:, 0, 0], kept) and np.array_equal(handle["targets"][:, 0], kept)
         assert np.array_equal(handle["lengths"][()], 1 + np.array(kept) % 4)
-    info = open_dataset(out)
+    info = open_dataset(out, SELF)
     assert info.num_samples == 17 and info.splits["train"] == (0, 13) and info.splits["val"] == (13, 17)

@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 
 import data_fixtures as fixtures
+from hpcrnn import comm as mpi
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.errors import DataError
+
+SELF = mpi.self_comm()
 
 
 @pytest.mark.parametrize("name", sorted(fixtures.BAD_FILES))
@@ -13,29 +16,29 @@ def test_bad_file_gives_one_line_error_naming_the_file(tmp_path, name):
     path = str(tmp_path / f"{name}.h5")
     make(path)
     with pytest.raises(DataError) as caught:
-        open_dataset(path)
+        open_dataset(path, SELF)
     message = str(caught.value)
     assert text in message and path in message and "\n" not in message
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        open_dataset(str(tmp_path / "absent.h5"))
+        open_dataset(str(tmp_path / "absent.h5"), SELF)
 
 
 def test_check_finite_off_skips_the_nan_scan(tmp_path):
     path = str(tmp_path / "nan.h5")
     fixtures.BAD_FILES["nan_inputs"][0](path)
-    assert open_dataset(path, check_finite=False).num_samples == 50
+    assert open_dataset(path, SELF, check_finite=False).num_samples == 50
 
 
 def test_windows_and_series_descriptions(tmp_path):
     info = open_dataset(fixtures.write_windows(str(tmp_path / "w.h5"), count=30, seq_len=6, features=2,
-                                               splits={"train": (0, 20), "val": (22, 30)}))
+                                               splits={"train": (0, 20), "val": (22, 30)}), SELF)
     assert (info.form, info.num_samples, info.seq_len, info.num_features, info.output_size) == ("windows", 30, 6, 2, 2)
     assert info.task == "regression" and info.head == "last" and info.splits["val"] == (22, 30)
     series = open_dataset(fixtures.write_series(str(tmp_path / "s.h5"), rows=50, features=3, lookback=4,
-                                                horizon=3, stride=2, target_columns=(0, 2)))
+                                                horizon=3, stride=2, target_columns=(0, 2)), SELF)
     assert series.form == "series" and series.num_samples == (50 - 4 - 3) // 2 + 1
     assert series.output_size == 6 and series.target_columns == (0, 2) and series.num_rows == 50
     assert not series.has_stats and np.isscalar(series.lookback)
@@ -52,13 +55,13 @@ def _set_attribute(path, name, value):
 def test_schema_version_must_be_the_integer_one(tmp_path, value):
     path = _set_attribute(fixtures.write_windows(str(tmp_path / "w.h5")), "hpcrnn_schema", value)
     with pytest.raises(DataError, match=r"root attribute hpcrnn_schema = .* is not supported \(expected the integer 1\)"):
-        open_dataset(path)
+        open_dataset(path, SELF)
 
 
 @pytest.mark.parametrize("value", [np.int64(1), np.int32(1), np.uint8(1), np.array([1])])
 def test_schema_version_one_in_any_integer_type_is_accepted(tmp_path, value):
     path = _set_attribute(fixtures.write_windows(str(tmp_path / "w.h5")), "hpcrnn_schema", value)
-    assert open_dataset(path).num_samples == 50
+    assert open_dataset(path, SELF).num_samples == 50
 
 
 @pytest.mark.parametrize("splits, message", [
@@ -72,14 +75,14 @@ def test_schema_version_one_in_any_integer_type_is_accepted(tmp_path, value):
 def test_overlapping_or_empty_train_splits_are_refused(tmp_path, splits, message):
     path = fixtures.write_windows(str(tmp_path / "w.h5"), splits=splits)
     with pytest.raises(DataError) as caught:
-        open_dataset(path)
+        open_dataset(path, SELF)
     assert str(caught.value) == f"{path}: root attribute{'s' if 'overlap' in message else ''} {message}" \
         + ("" if "overlap" in message else " (no training samples)")
 
 
 def test_empty_val_and_test_splits_as_prepare_writes_them_are_accepted(tmp_path):
     path = fixtures.write_windows(str(tmp_path / "w.h5"), splits={"train": (0, 50), "val": (50, 50), "test": (50, 50)})
-    assert open_dataset(path).splits == {"train": (0, 50), "val": (50, 50), "test": (50, 50)}
+    assert open_dataset(path, SELF).splits == {"train": (0, 50), "val": (50, 50), "test": (50, 50)}
 
 
 def _labels_file(path, labels):
@@ -100,7 +103,7 @@ def test_too_many_classes_are_refused_naming_labels_sample_and_value(tmp_path, c
     labels[-1] = max(labels[-1], value - 1) if sample != count - 1 else value   # a later, smaller offender too
     path = _labels_file(str(tmp_path / "l.h5"), labels)
     with pytest.raises(DataError) as caught:
-        open_dataset(path)
+        open_dataset(path, SELF)
     assert str(caught.value).startswith(f"{path}: /labels at sample {sample} is {value}: {value + 1} classes, "
                                         f"more than the limit of {limit}")
 
@@ -109,5 +112,5 @@ def test_too_many_classes_are_refused_naming_labels_sample_and_value(tmp_path, c
 def test_classes_up_to_the_limit_are_accepted(tmp_path, count, value):
     labels = np.arange(count) % 3
     labels[count // 2] = value
-    info = open_dataset(_labels_file(str(tmp_path / "l.h5"), labels))
+    info = open_dataset(_labels_file(str(tmp_path / "l.h5"), labels), SELF)
     assert info.num_classes == value + 1 == info.output_size

@@ -3,11 +3,14 @@ import h5py
 import numpy as np
 import pytest
 
+from hpcrnn import comm as mpi
 from hpcrnn.data import generators
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.synth import SynthSpec, write
 from hpcrnn.errors import ConfigError
 from helpers import digest
+
+SELF = mpi.self_comm()
 
 
 def test_sequences_do_not_depend_on_their_slab():
@@ -44,8 +47,8 @@ def test_sines_classes_are_told_apart_by_frequency():
 def test_written_files_pass_the_schema(tmp_path, kind, form, classes):
     path = str(tmp_path / "s.h5")
     write(SynthSpec(kind=kind, sequences=9, length=20, features=4, out=path, seed=2, horizon=2, classes=classes,
-                    form=form))
-    info = open_dataset(path)
+                    form=form), SELF)
+    info = open_dataset(path, SELF)
     assert info.form == form and info.num_features == 4
     if form == "windows":
         assert info.num_samples == 9 and info.seq_len == 20
@@ -57,16 +60,16 @@ def test_written_files_pass_the_schema(tmp_path, kind, form, classes):
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, monkeypatch):
     spec = dict(kind="lorenz96", sequences=11, length=16, features=4, horizon=3)
-    write(SynthSpec(out=str(tmp_path / "a.h5"), seed=1, **spec))
+    write(SynthSpec(out=str(tmp_path / "a.h5"), seed=1, **spec), SELF)
     monkeypatch.setattr("hpcrnn.data.synth.SLAB_BYTES", 1)           # one sequence per slab
-    write(SynthSpec(out=str(tmp_path / "b.h5"), seed=1, **spec))
-    write(SynthSpec(out=str(tmp_path / "c.h5"), seed=2, **spec))
+    write(SynthSpec(out=str(tmp_path / "b.h5"), seed=1, **spec), SELF)
+    write(SynthSpec(out=str(tmp_path / "c.h5"), seed=2, **spec), SELF)
     assert digest(tmp_path / "a.h5") == digest(tmp_path / "b.h5") != digest(tmp_path / "c.h5")
 
 
 def test_windows_target_is_the_future_of_feature_zero(tmp_path):
     path = str(tmp_path / "w.h5")
-    write(SynthSpec(kind="sines", sequences=3, length=10, features=2, out=path, seed=0, horizon=4))
+    write(SynthSpec(kind="sines", sequences=3, length=10, features=2, out=path, seed=0, horizon=4), SELF)
     values, _ = generators.sines([0, 1, 2], 14, 2, seed=0)
     with h5py.File(path, "r") as handle:
         assert np.array_equal(handle["targets"][()], values[:, 10:, 0].astype(np.float32))
@@ -78,4 +81,4 @@ def test_bad_arguments_are_config_errors(tmp_path, change):
     spec = dict(kind="sines", sequences=4, length=10, features=4, out=str(tmp_path / "x.h5"))
     spec.update(change)
     with pytest.raises(ConfigError):
-        write(SynthSpec(**spec))
+        write(SynthSpec(**spec), SELF)

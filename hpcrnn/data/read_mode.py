@@ -1,0 +1,64 @@
+"""The read modes of the batch loader (`READS`, the values of `data.reads`) and the one place that decides which
+mode a file is read with, before its reader is opened. Kept light (no h5py at import): config.py imports READS."""
+import os
+
+from hpcrnn import comm as mpi
+from hpcrnn.errors import DataError
+
+READS = ("auto", "direct", "independent", "collective")
+PARALLEL_FILE_SYSTEMS = ("lustre", "gpfs", "beegfs", "panfs", "pvfs2", "orangefs", "wekafs", "ceph", "fuse.dfuse")
+
+
+def file_system(path):
+    """Type of the file system holding path, from /proc/self/mounts ("" where unknown)."""
+    try:
+        with open("/proc/self/mounts") as handle:
+            mounts = [line.split()[1:3] for line in handle if len(line.split()) > 2]
+    except OSError:
+        return ""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    for point, fs_type in mounts:
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs_type
+    return kind
+
+
+def datasets_read(info):
+    """Names of the datasets a reader of info's file reads, in the order its reads hold them."""
+    if info.form == "series":
+        return ("series",)
+    return ("inputs", info.target_name.lstrip("/")) + (("lengths",) if info.has_lengths else ())
+
+
+def read_mode(comm, reads, info):
+    """The mode info's file is read with on this rank: "direct", "independent" or "collective" (the loader
+    reports it; readers never change it).
+
+    direct: rows copied from a memory map of the file (hpcrnn.data.mapped); a file that does not allow it
+    (compressed, cut short, ...) is read with independent HDF5 reads. independent: plain h5py reads on each
+    rank. collective: mpio collective reads on a duplicate of comm (h5py with MPI and several ranks, else
+    independent). auto: collective on a parallel file system (Lustre, GPFS, BeeGFS, ...) when h5py has MPI,
+    where the aggregation of collective MPI-IO keeps P ranks from each pulling whole chunks; direct elsewhere
+    (node-local disks, the page cache), where it measured 1.1-1.3x a raw h5py read and collective reads
+    0.03x (docs/data-format.md)."""
+    from hpcrnn.data.mapped import why_not_mapped
+    from hpcrnn.data.parallel import mpio_available
+    if reads not in READS:
+        raise DataError(f"{info.path}: data.reads must be one of {', '.join(READS)}, got {reads!r}")
+    if reads == "auto":
+        parallel = file_system(info.path) in PARALLEL_FILE_SYSTEMS
+        reads = "collective" if parallel and mpio_available(comm) else "direct"
+    if reads == "collective" and not mpio_available(comm):
+        return "independent"
+    if reads == "direct" and why_not_mapped(info.path, datasets_read(info)):
+        return "independent"
+    return reads
+
+
+def prefetch_allowed(mode, prefetch):
+    """Whether a prefetch thread may read in `mode`: collective reads from a second thread need
+    MPI_THREAD_MULTIPLE."""
+    return bool(prefetch) and (mode != "collective" or mpi.thread_multiple())
