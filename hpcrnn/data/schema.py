@@ -52,7 +52,7 @@ def open_dataset(path, comm, check_finite=True):
     mpi.agree(comm, scan.verdict(info, findings), DataError)
     if info.task == "classification":
         num_classes = int(findings["label_max"]) + 1
-        agree(comm, attempt(path, _check_classes, info, num_classes)[1])
+        mpi.agree(comm, attempt(path, _check_classes, info, num_classes)[1], DataError)
         info = _replace(info, num_classes=num_classes, output_size=num_classes)
     return info
 

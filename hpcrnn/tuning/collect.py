@@ -140,7 +140,7 @@ def write_markdown(out, sweep, rows, winner, plot):
     lines = [f"# Sweep results: {os.path.abspath(out)}", "",
              f"Spec `{sweep['spec']}`; monitored: `{sweep['monitor']}` "
              f"({'larger' if sweep['maximize'] else 'smaller'} is better), best value over each trial's epochs.",
-             f"Early termination: " + (f"rungs at epochs {sweep['rungs']}, reduction factor "
+             "Early termination: " + (f"rungs at epochs {sweep['rungs']}, reduction factor "
                                        f"{sweep['reduction_factor']:g}" if sweep["rungs"] else "off") + ".",
              f"{counts_line(rows)}; training time {sum(r['train_s'] for r in rows):.1f} s in all "
              f"(wall time of the launches {sum(r['wall_s'] for r in rows):.1f} s).", ""]

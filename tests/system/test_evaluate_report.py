@@ -12,6 +12,7 @@ import pytest
 
 from helpers import run_cli, write_windows
 
+from hpcrnn.comm import self_comm
 from hpcrnn.data.synth import SynthSpec, write
 
 VAL = 0.25
@@ -40,7 +41,7 @@ def synth_run(tmp_path_factory):
     stops early: min_delta 1e9 makes the first evaluation the best, so best.h5 (step 5) is not the last."""
     folder = tmp_path_factory.mktemp("evaluate")
     data = str(folder / "mg.h5")
-    write(SynthSpec(kind="mackey-glass", sequences=47, length=12, features=2, horizon=3, out=data, seed=3))
+    write(SynthSpec(kind="mackey-glass", sequences=47, length=12, features=2, horizon=3, out=data, seed=3), self_comm())
     run_dir = str(folder / "run")
     result = run_cli(train_args(data, run_dir, "--set", "train.early_stopping_patience=2",
                                 "--set", "train.early_stopping_min_delta=1e9"))

@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from hpcrnn.comm import self_comm
 from hpcrnn.baselines import Layout, persistence, seasonal_naive, target_layout, two_point_linear
 from hpcrnn.data.schema import describe
 from hpcrnn.data.synth import SynthSpec, write
@@ -81,7 +82,7 @@ def test_series_per_horizon_rmse_equals_numpy(tmp_path):
 
 def test_synth_windows_continue_feature_0(tmp_path):
     path = str(tmp_path / "mg.h5")
-    write(SynthSpec(kind="mackey-glass", sequences=6, length=10, features=2, horizon=3, out=path))
+    write(SynthSpec(kind="mackey-glass", sequences=6, length=10, features=2, horizon=3, out=path), self_comm())
     info = describe(path)
     assert target_layout(info) == Layout((0,), 3)
     with h5py.File(path, "r") as handle:
