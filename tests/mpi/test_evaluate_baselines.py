@@ -64,7 +64,7 @@ def files(folder):
              for kind in ("synth", "series", "labels")}
     if COMM.rank == 0:
         write(SynthSpec(kind="mackey-glass", sequences=N, length=10, features=2, horizon=3,
-                        out=paths["synth"][0], seed=2))
+                        out=paths["synth"][0], seed=2), MPI.COMM_SELF)
         write_series(paths["series"][0])
         write_labels(paths["labels"][0])
         save_checkpoint(paths["synth"][1], 2, 3, "mse")
