@@ -7,14 +7,14 @@ import numpy as np
 
 
 def main():
-    from mpi4py import MPI
     import h5py
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
+    from hpcrnn.comm import allreduce_sum, library_version, world
+    comm = world()
+    rank, size = comm.rank, comm.size
     if size < 2:
         sys.exit(f"smoke: expected at least 2 ranks, got {size} (the launcher does not match mpi4py's MPI)")
     buf = np.full(1000, rank + 1.0)
-    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    allreduce_sum(comm, buf)
     assert buf[0] == size * (size + 1) / 2, "Allreduce gave a wrong sum"
     if not h5py.get_config().mpi:
         sys.exit("smoke: h5py is built without MPI")
@@ -32,7 +32,7 @@ def main():
     if rank == 0:
         os.remove(path)
         os.rmdir(os.path.dirname(path))
-        print(f"[setup] smoke test passed: {size} ranks, {MPI.Get_library_version().splitlines()[0].strip()}, "
+        print(f"[setup] smoke test passed: {size} ranks, {library_version()}, "
               f"h5py {h5py.__version__} HDF5 {h5py.version.hdf5_version} mpio")
 
 

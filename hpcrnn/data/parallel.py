@@ -44,7 +44,7 @@ def transfer_list(collective):
     return dxpl
 
 
-def _file_space(dset, starts, stops, column_slice=None):
+def _file_space(dset, starts, stops):
     """File dataspace selecting the union of row ranges (all of the other axes)."""
     space = dset.id.get_space()
     space.select_none()
