@@ -186,22 +186,25 @@ def _merge(base, extra):
     return out
 
 
+def read_toml(path, what):
+    """The TOML table in file `path`; a one-line ConfigError naming `what` and the file otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path}: is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
+
+
 def load_config(path=None, overrides=(), values=None):
     """Config from an optional TOML file, then `section.key=value` override strings, then `values`
     ({"section.key": typed value}, e.g. from command-line flags); validated."""
-    raw = {}
-    if path:
-        try:
-            with open(path, "rb") as handle:
-                raw = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {path}: is a directory, not a TOML file") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+    raw = read_toml(path, "config file") if path else {}
     tree = _merge(raw, _nest(overrides))
     for key, value in (values or {}).items():
         *sections, name = key.split(".")

@@ -87,3 +87,15 @@ def write_json(path, record):
         json.dump(record, handle, indent=2, sort_keys=True, default=str)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+def int_ranges(values):
+    """Sorted integers as compact text: [0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (Slurm's --array and CPU lists)."""
+    parts, start = [], None
+    for position, value in enumerate(values):
+        if start is None:
+            start = value
+        if position + 1 == len(values) or values[position + 1] != value + 1:
+            parts.append(str(start) if start == value else f"{start}-{value}")
+            start = None
+    return ",".join(parts)

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+from hpcrnn.log import int_ranges
+
 BIND_WORDS = ("-bind-to", "--bind-to", "-binding", "--cpu-bind", "--cpu_bind", "--map-by", "-map-by")
 
 
@@ -113,14 +115,7 @@ def placement_warnings(records):
 
 def compact(cpus):
     """[0, 1, 2, 5] -> "0-2,5"."""
-    parts, start = [], None
-    for i, cpu in enumerate(cpus):
-        if start is None:
-            start = cpu
-        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
-            parts.append(str(start) if start == cpu else f"{start}-{cpu}")
-            start = None
-    return ",".join(parts)
+    return int_ranges(cpus)
 
 
 def check_placement(comm, prefetch, say):

@@ -53,3 +53,14 @@ def digest(path):
         for name in sorted(handle):
             sha.update(name.encode() + handle[name][()].tobytes())
     return sha.hexdigest()
+
+
+def shared_temp_folder(comm, prefix):
+    """A pytest fixture body: a temporary folder made by rank 0 and known to every rank, removed at the end."""
+    import shutil
+    import tempfile
+    path = comm.bcast(tempfile.mkdtemp(prefix=prefix) if comm.rank == 0 else None)
+    yield path
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)

@@ -14,6 +14,7 @@ import time
 
 from hpcrnn.checkpoint import PREEMPTED_EXIT
 from hpcrnn.errors import ConfigError
+from hpcrnn.log import int_ranges
 from hpcrnn.tuning.record import FINISHED, read_record, read_sweep, trial_dir, write_record, write_sweep
 from hpcrnn.tuning.task import TrialTask, settings_from
 from hpcrnn.tuning.trials import expand, format_params, trial_config
@@ -168,14 +169,7 @@ def run_local(out, sweep, parallel, prefix, say=print):
 
 def array_indices(indices):
     """`0-3,5,7-9` from sorted trial indices."""
-    parts, start = [], None
-    for position, index in enumerate(indices):
-        if start is None:
-            start = index
-        if position + 1 == len(indices) or indices[position + 1] != index + 1:
-            parts.append(str(start) if start == index else f"{start}-{index}")
-            start = None
-    return ",".join(parts)
+    return int_ranges(indices)
 
 
 def queued_jobs(job_ids):

@@ -3,9 +3,9 @@ sweep's own settings (`[sweep]`: trials, seed, monitor, rungs, reduction_factor)
 ConfigError that names the file and the key."""
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
 
+from hpcrnn.config import read_toml
 from hpcrnn.errors import ConfigError
 
 # monitor name -> (key of the metric in metrics.jsonl's eval lines, larger is better)
@@ -52,16 +52,7 @@ class Spec:
 
 
 def load_spec(path):
-    try:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"sweep spec not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"sweep spec {path}: cannot be read ({exc.strerror or exc})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sweep spec {path}: {exc}") from None
-    return parse_spec(raw, path)
+    return parse_spec(read_toml(path, "sweep spec"), path)
 
 
 def parse_spec(raw, path="spec"):

@@ -2,8 +2,6 @@
 sample once per epoch, an epoch order independent of the number of ranks, tiny data, parallel synth."""
 
 import os
-import shutil
-import tempfile
 
 import h5py
 import numpy as np
@@ -15,18 +13,14 @@ from hpcrnn.data.loader import BatchLoader, iterate_in_order
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.synth import SynthSpec, write
 from hpcrnn.errors import DataError
-from helpers import digest
+from helpers import digest, shared_temp_folder
 
 COMM = MPI.COMM_WORLD
 
 
 @pytest.fixture(scope="module")
 def folder():
-    path = COMM.bcast(tempfile.mkdtemp(prefix="hpcrnn-data-") if COMM.rank == 0 else None)
-    yield path
-    COMM.Barrier()
-    if COMM.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from shared_temp_folder(COMM, "hpcrnn-data-")
 
 
 def on_rank_zero(function, *args, **kwargs):

@@ -3,8 +3,6 @@ rank on uneven splits (47 samples), every sum travels in one reduction, and ever
 result. Each rank also evaluates alone on COMM_SELF as the reference."""
 import json
 import os
-import shutil
-import tempfile
 
 import h5py
 import numpy as np
@@ -16,6 +14,7 @@ from hpcrnn.config import load_config, to_toml
 from hpcrnn.data.synth import SynthSpec, write
 from hpcrnn.evaluate import run_evaluate
 from hpcrnn.model import Model
+from helpers import shared_temp_folder
 
 COMM = MPI.COMM_WORLD
 N = 47
@@ -23,11 +22,7 @@ N = 47
 
 @pytest.fixture(scope="module")
 def folder():
-    path = COMM.bcast(tempfile.mkdtemp(prefix="hpcrnn-eval-") if COMM.rank == 0 else None)
-    yield path
-    COMM.Barrier()
-    if COMM.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from shared_temp_folder(COMM, "hpcrnn-eval-")
 
 
 def save_checkpoint(path, input_size, output_size, loss):
