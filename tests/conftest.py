@@ -10,6 +10,7 @@ import faulthandler
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -60,6 +61,7 @@ def abort_job(what, details):
     _stderr.write(f"\n===== rank {RANK} of {SIZE}: FAILED {what} =====\n{details}\n"
                   f"===== rank {RANK}: aborting the MPI job (tests/conftest.py) =====\n")
     _stderr.flush()
+    time.sleep(1.0)      # lets the launcher forward this message before MPI_Abort ends the job (as comm.abort)
     from mpi4py import MPI
     MPI.COMM_WORLD.Abort(1)
 
