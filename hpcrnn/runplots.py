@@ -42,6 +42,13 @@ def finish(axis, ylabel, best_step, log=False):
     axis.legend(fontsize=8)
 
 
+def smooth_log(values, window=None):
+    """smooth() of the logarithms (a geometric moving average): on a log axis a loss falling by decades is
+    followed, where an arithmetic average stays near the older, larger values."""
+    logs = [math.log(v) if v is not None and math.isfinite(v) and v > 0 else None for v in values]
+    return [math.exp(v) if math.isfinite(v) else v for v in smooth(logs, window)]
+
+
 def positive(values):
     return all(v is not None and v > 0 for v in values if v is not None and math.isfinite(v))
 
@@ -51,7 +58,8 @@ def loss_plot(steps, evals, best_step, folder):
     figure, axis = plt.subplots(figsize=(8, 4))
     x, loss = [r["step"] for r in steps], [r["loss"] for r in steps]
     axis.plot(x, loss, color="#4C72B0", alpha=0.3, linewidth=0.8, label="train loss")
-    axis.plot(x, smooth(loss), color="#4C72B0", linewidth=1.8, label="train loss (smoothed)")
+    axis.plot(x, smooth_log(loss) if positive(loss) else smooth(loss), color="#4C72B0", linewidth=1.8,
+              label="train loss (smoothed)")
     if evals:
         axis.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", color="#DD8452", label="val loss")
     axis.set_title("loss")
