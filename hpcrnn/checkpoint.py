@@ -68,6 +68,7 @@ def save(path, arrays, meta):
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        _VERIFIED[_version(path)] = True      # written whole and checksummed here: prune need not read it back
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -134,6 +135,12 @@ def list_checkpoints(directory):
 _VERIFIED = {}   # (path, mtime_ns, size) -> whether that version of the file verified
 
 
+def _version(path, info=None):
+    """The key of one version of a file: (absolute path, mtime in ns, size)."""
+    info = info or os.stat(path)
+    return os.path.abspath(path), info.st_mtime_ns, info.st_size
+
+
 def verifies(path):
     """True when `path` is a regular file holding a complete hpcrnn checkpoint whose checksum matches
     (remembered per version of the file, so each is read once)."""
@@ -143,7 +150,7 @@ def verifies(path):
         return False
     if not stat.S_ISREG(info.st_mode):
         return False
-    key = (os.path.abspath(path), info.st_mtime_ns, info.st_size)
+    key = _version(path, info)
     if key not in _VERIFIED:
         try:
             load(path)

@@ -153,3 +153,16 @@ def test_best_is_neither_listed_nor_pruned_nor_resumed_from(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best.h5", "step-000000005.h5"]
     assert ckpt.load(best)[1] == {"step": 1}
     assert ckpt.load_latest(str(tmp_path))[2] == {"step": 5}
+
+
+def test_prune_reads_back_only_files_this_process_did_not_write(tmp_path, monkeypatch):
+    for step in (1, 2, 3):
+        ckpt.save(ckpt.path_for(str(tmp_path), step), arrays(step), {"step": step})
+    foreign = ckpt.path_for(str(tmp_path), 9)
+    open(foreign, "w").write("not a checkpoint")
+    loaded = []
+    real_load = ckpt.load
+    monkeypatch.setattr(ckpt, "load", lambda path: loaded.append(path) or real_load(path))
+    ckpt.prune(str(tmp_path), 2)
+    assert loaded == [foreign]
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(ckpt.path_for(str(tmp_path), s)) for s in (2, 3, 9)]
