@@ -109,14 +109,15 @@ ATTACKS = {   # values that ran commands or broke the quoting when values were p
 }
 
 
-def run_under_stub(tmp_path, script, extra_env=None):
-    """Runs the script with bash in tmp_path/work, stub srun/scontrol/python on PATH; once the stub runs, sends
-    USR1 to the batch shell. Returns (exit code, stub argv, signals the stub got, scontrol argv, output)."""
+def run_under_stub(tmp_path, script, extra_env=None, srun=STUB):
+    """Runs the script with bash in tmp_path/work, stub srun (text `srun`), python and scontrol on PATH; once
+    srun runs, sends USR1 to the batch shell (if it is still running). Returns (exit code, stub argv, signals
+    the stub got, scontrol argv, output)."""
     bin_dir, work = tmp_path / "bin", tmp_path / "work"
     bin_dir.mkdir()
-    work.mkdir()
-    for name in ("srun", "stub-python"):
-        (bin_dir / name).write_text(STUB)
+    work.mkdir(exist_ok=True)
+    for name, text in (("srun", srun), ("stub-python", STUB)):
+        (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     (bin_dir / "scontrol").write_text('#!/bin/bash\nprintf "%s " "$@" > "$RECORD.scontrol"\n')
     (bin_dir / "scontrol").chmod(0o755)
@@ -128,7 +129,8 @@ def run_under_stub(tmp_path, script, extra_env=None):
     deadline = time.monotonic() + 10
     while not os.path.exists(f"{record}.started") and shell.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    shell.send_signal(signal.SIGUSR1)
+    if shell.poll() is None:
+        shell.send_signal(signal.SIGUSR1)
     try:
         output = shell.communicate(timeout=5)[0]
     except subprocess.TimeoutExpired:        # the step ran in the foreground: the shell could not forward USR1
@@ -242,12 +244,8 @@ for _ in $(seq 100); do sleep 0.1; done
 def test_train_script_reads_the_runs_record(tmp_path, state, code, requeued):
     script = tmp_path / "train.job"
     render_file("train", {"run_dir": "runs/a"}, str(script))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text(SUMMARY_STUB)
-    (bin_dir / "srun").chmod(0o755)
-    real = run_under_stub_with(tmp_path, script, bin_dir, {"STATE": state, "HPCRNN_PYTHON": sys.executable})
-    exit_code, requeue, output = real
+    env = {"STATE": state, "HPCRNN_PYTHON": sys.executable}
+    exit_code, _, _, requeue, output = run_under_stub(tmp_path, script, env, srun=SUMMARY_STUB)
     assert exit_code == code, output
     assert (requeue == ["requeue", "42"]) == requeued, output
     assert f"run state {state}" in output
@@ -258,32 +256,6 @@ def test_train_script_ignores_a_stale_record(tmp_path):
     render_file("train", {"run_dir": "runs/a"}, str(script))
     (tmp_path / "work" / "runs" / "a").mkdir(parents=True)
     (tmp_path / "work" / "runs" / "a" / "summary.json").write_text('{"state": "preempted"}')
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/bin/bash\ntouch "$RECORD.started"\nexit 0\n')
-    (bin_dir / "srun").chmod(0o755)
-    exit_code, requeue, output = run_under_stub_with(tmp_path, script, bin_dir, {"HPCRNN_PYTHON": sys.executable})
+    exit_code, _, _, requeue, output = run_under_stub(tmp_path, script, {"HPCRNN_PYTHON": sys.executable},
+                                                      srun='#!/bin/bash\ntouch "$RECORD.started"\nexit 0\n')
     assert exit_code == 0 and requeue == [] and "run state not recorded" in output, output
-
-
-def run_under_stub_with(tmp_path, script, bin_dir, extra_env):
-    """Runs the script with the given stub srun (and a recording scontrol); sends USR1 once srun started.
-    Returns (exit code, scontrol argv, output)."""
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    (bin_dir / "scontrol").write_text('#!/bin/bash\nprintf "%s " "$@" > "$RECORD.scontrol"\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    record = tmp_path / "argv"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record), "HOME": str(tmp_path),
-           "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "SLURM_JOB_ID": "42", **extra_env}
-    shell = subprocess.Popen(["bash", str(script)], cwd=work, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(f"{record}.started") and shell.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.05)
-    if shell.poll() is None:
-        shell.send_signal(signal.SIGUSR1)
-    output = shell.communicate(timeout=10)[0]
-    requeue = (tmp_path / "argv.scontrol").read_text().split() if (tmp_path / "argv.scontrol").exists() else []
-    return shell.returncode, requeue, output
