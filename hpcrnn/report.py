@@ -12,7 +12,7 @@ from hpcrnn.rundir import RunDir
 def run_report(run_dir, comm, data=None, season=None, split="val"):
     """Writes the report; returns the path of report.md (on every rank). data: the file to evaluate on
     (default: the run's data.path); an evaluation that cannot be made is reported with its reason."""
-    paths = RunDir(run_dir, comm)
+    paths = RunDir(run_dir, writes=comm.rank == 0)
     missing = None if os.path.isfile(paths.metrics) else \
         f"{run_dir}: no metrics.jsonl here (not a run directory, or its run never started)"
     mpi.agree(comm, missing, ConfigError)

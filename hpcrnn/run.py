@@ -19,7 +19,7 @@ def train(config, comm, stream=None, stop=None):
     preempted state. summary.json's "state" says done, preempted or failed."""
     own_stop = stop is None
     stop = StopSignal().install() if own_stop else stop
-    run_dir = RunDir(config.run_dir, comm)
+    run_dir = RunDir(config.run_dir, writes=comm.rank == 0)
     try:
         return _train(config, comm, stream, stop, run_dir)
     finally:

@@ -15,11 +15,12 @@ from hpcrnn.log import write_json
 
 
 class RunDir:
-    """Paths of one run directory; `writes` is True on the rank that writes (rank 0 of comm)."""
+    """Paths of one run directory. writes=True on the one process that writes it (rank 0 of a run:
+    `RunDir(path, writes=comm.rank == 0)`); readers (evaluate, report, sweeps) leave it False."""
 
-    def __init__(self, path, comm):
+    def __init__(self, path, writes=False):
         self.path = path
-        self.writes = comm.rank == 0
+        self.writes = writes
         self.config = os.path.join(path, "config.toml")
         self.metrics = os.path.join(path, "metrics.jsonl")
         self.summary = os.path.join(path, "summary.json")

@@ -8,6 +8,7 @@ import numpy as np
 
 from hpcrnn.log import write_json
 from hpcrnn.comm import FusedExchange   # the fused Allreduce: gradients + its tail of scalars
+from hpcrnn.rundir import RunDir
 
 RESULT_NAME = "result.json"
 PHASES = ("t_step", "t_compute", "t_comm", "t_io")
@@ -77,11 +78,11 @@ def gradient_bytes(config_path, data_path, ranks=1):
 def summarize_run(run_dir, mode, ranks, global_batch, warmup, threads, data_path, extra=None):
     """Builds (and writes) run_dir/result.json from the run's metrics.jsonl and summary.json."""
     from hpcrnn.runinfo import report
-    steps = read_steps(os.path.join(run_dir, "metrics.jsonl"))
+    steps = read_steps(RunDir(run_dir).metrics)
     stats = {**phase_statistics(steps, warmup), **imbalance_statistics(steps, warmup, ranks)}
-    with open(os.path.join(run_dir, "summary.json")) as handle:
+    with open(RunDir(run_dir).summary) as handle:
         summary = json.load(handle)
-    num_params, nbytes = gradient_bytes(os.path.join(run_dir, "config.toml"), data_path, ranks)
+    num_params, nbytes = gradient_bytes(RunDir(run_dir).config, data_path, ranks)
     cores = cores_available()
     result = {"mode": mode, "ranks": ranks, "threads_per_rank": threads, "global_batch": global_batch,
               "local_batch": global_batch / ranks, "warmup_steps": warmup, **stats,

@@ -7,6 +7,7 @@ import math
 import os
 import socket
 
+from hpcrnn.rundir import RunDir
 from hpcrnn.tuning.record import (best_eval, evals_of, last_step, load_sweep, read_metrics, read_record,
                                   trial_dir)
 from hpcrnn.tuning.trials import format_value
@@ -122,7 +123,7 @@ def collect(out):
 def write_best(out, sweep, winner):
     """best.toml: the winner's resolved config, with a fresh run directory (DIR/best) and resume never."""
     from hpcrnn.config import load_config, to_toml
-    config = load_config(os.path.join(trial_dir(out, int(winner["trial"].split("-")[1])), "config.toml"))
+    config = load_config(RunDir(trial_dir(out, int(winner["trial"].split("-")[1]))).config)
     config = dataclasses.replace(config, run_dir=os.path.join(os.path.abspath(out), "best"),
                                  checkpoint=dataclasses.replace(config.checkpoint, resume="never"))
     path = os.path.join(out, "best.toml")

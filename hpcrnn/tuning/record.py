@@ -7,6 +7,7 @@ import os
 
 from hpcrnn.errors import ConfigError
 from hpcrnn.log import write_json
+from hpcrnn.rundir import RunDir
 from hpcrnn.tuning.trials import trial_name
 
 SWEEP_FILE = "trials.json"
@@ -59,7 +60,7 @@ def write_record(folder, record):
 
 
 def read_summary(folder):
-    return read_json(os.path.join(folder, "summary.json"), {})
+    return read_json(RunDir(folder).summary, {})
 
 
 def parse_lines(data):
@@ -77,7 +78,7 @@ def parse_lines(data):
 
 def read_metrics(folder):
     try:
-        with open(os.path.join(folder, "metrics.jsonl"), "rb") as handle:
+        with open(RunDir(folder).metrics, "rb") as handle:
             return parse_lines(handle.read())
     except FileNotFoundError:
         return []

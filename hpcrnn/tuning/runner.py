@@ -15,6 +15,7 @@ import time
 from hpcrnn.checkpoint import PREEMPTED_EXIT
 from hpcrnn.errors import ConfigError
 from hpcrnn.log import int_ranges
+from hpcrnn.rundir import RunDir
 from hpcrnn.tuning.record import FINISHED, read_record, read_sweep, trial_dir, write_record, write_sweep
 from hpcrnn.tuning.task import TrialTask, settings_from
 from hpcrnn.tuning.trials import expand, format_params, trial_config
@@ -34,7 +35,7 @@ def prepare(spec, out, ranks):
     for trial, config in zip(trials, configs):
         folder = trial_dir(out, trial.index)
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, "config.toml")
+        path = RunDir(folder).config
         if not os.path.exists(path):
             with open(path, "w") as handle:
                 handle.write(to_toml(config))

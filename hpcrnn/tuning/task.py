@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from hpcrnn.checkpoint import PREEMPTED_EXIT
+from hpcrnn.rundir import RunDir
 from hpcrnn.tuning import asha
 from hpcrnn.tuning.record import (FINISHED, RECORD_FILE, MetricsTail, evals_of, last_step, read_metrics,
                                   read_record, read_summary, trial_dir, write_record)
@@ -47,7 +48,7 @@ class TrialTask:
             self.child.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
 
     def command(self):
-        train = [sys.executable, "-m", "hpcrnn", "train", "--config", os.path.join(self.folder, "config.toml")]
+        train = [sys.executable, "-m", "hpcrnn", "train", "--config", RunDir(self.folder).config]
         if not self.prefix and self.settings.ranks == 1:
             return train
         return [*self.prefix, "-n", str(self.settings.ranks), *train]
@@ -77,7 +78,7 @@ class TrialTask:
                                           start_new_session=True)
             if self.signalled:                  # arrived between the check above and Popen
                 self.forward(self.signalled)
-            tail = MetricsTail(os.path.join(self.folder, "metrics.jsonl"))
+            tail = MetricsTail(RunDir(self.folder).metrics)
             while self.child.poll() is None:
                 self.follow(tail, record)
                 time.sleep(POLL_S)
@@ -120,7 +121,7 @@ class TrialTask:
     def finish(self, record, code, started):
         """Records the outcome of this start; returns the trial's state."""
         summary = read_summary(self.folder)
-        fresh = summary and os.path.getmtime(os.path.join(self.folder, "summary.json")) >= self.start_mark
+        fresh = summary and os.path.getmtime(RunDir(self.folder).summary) >= self.start_mark
         run_state = summary.get("state") if fresh else None
         record["wall_s"] += time.time() - started
         record["train_s"] += float(summary.get("wall_s", 0.0)) if fresh else 0.0

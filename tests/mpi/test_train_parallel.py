@@ -85,7 +85,7 @@ def test_parameters_identical_on_every_rank(shared_dir):
     from hpcrnn.rundir import RunDir
     config = config_for(data, os.path.join(shared_dir, "same"), "float32")
     info = open_dataset(data, comm=WORLD)
-    trainer = Trainer(config, WORLD, info, split_ranges(info, 0.2), RunDir(config.run_dir, WORLD))
+    trainer = Trainer(config, WORLD, info, split_ranges(info, 0.2), RunDir(config.run_dir, writes=WORLD.rank == 0))
     trainer.run()
     everyone = WORLD.allgather(trainer.model.params.tobytes())
     assert all(p == everyone[0] for p in everyone)

@@ -167,9 +167,8 @@ def test_second_run_on_a_locked_directory_is_refused(tmp_path):
 
 
 def test_run_dir_lock_names_the_holder(tmp_path):
-    from hpcrnn.comm import self_comm
     from hpcrnn.rundir import RunDir
-    first, second = RunDir(str(tmp_path), self_comm()), RunDir(str(tmp_path), self_comm())
+    first, second = RunDir(str(tmp_path), writes=True), RunDir(str(tmp_path), writes=True)
     assert first.lock() is None
     message = second.lock()
     assert "in use" in message and f"pid {os.getpid()}" in message
@@ -235,9 +234,8 @@ def test_resume_trims_metrics_to_the_checkpoint(trained, tmp_path):
 
 
 def test_trim_metrics_keeps_whole_lines_up_to_the_step(tmp_path):
-    from hpcrnn.comm import self_comm
     from hpcrnn.rundir import RunDir
-    run_dir = RunDir(str(tmp_path), self_comm())
+    run_dir = RunDir(str(tmp_path), writes=True)
     lines = [{"step": 1}, {"event": "eval", "step": 1}, {"step": 2}, {"step": 3}]
     with open(run_dir.metrics, "w") as handle:
         handle.write("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4')
