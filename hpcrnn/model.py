@@ -8,8 +8,9 @@ from hpcrnn.kernels import CELLS, head, stack
 from hpcrnn.kernels.checks import check_batch, check_config, check_indices, check_state
 from hpcrnn.kernels.common import load_blas
 from hpcrnn.kernels.dropout import draw_mask
+from hpcrnn.rowblocks import RowThreads, join_states, slice_state
 
-_WORKSPACES_KEPT = 4  # (batch, steps) shapes whose buffers stay allocated (train + eval + a last partial batch)
+_WORKSPACES_KEPT = 4  # (batch, steps) shapes per row block whose buffers stay allocated (train + eval + a last partial batch)
 
 
 def parameter_layout(cell, input_size, hidden_size, num_layers, output_size, bidirectional=False):
@@ -33,9 +34,10 @@ class Model:
     """Recurrent network + head. Parameters live in `params` (flat, `dtype`); `views[name]` are views of it."""
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_layers=1, output_size=1,
-                 head="last", dtype=np.float32, seed=0, dropout=0.0, bidirectional=False):
+                 head="last", dtype=np.float32, seed=0, dropout=0.0, bidirectional=False, threads=1):
         """dropout: p of nn.LSTM's dropout on each layer's output but the last (training only, masks from
-        (seed, step, global sample index)); bidirectional: torch's bidirectional layers (output 2H)."""
+        (seed, step, global sample index)); bidirectional: torch's bidirectional layers (output 2H);
+        threads: the rank's cores, each running a block of the batch's rows (set_threads)."""
         self.dtype = check_config(cell, input_size, hidden_size, num_layers, output_size, head, dtype, dropout,
                                   bidirectional)
         load_blas()   # before any kernel is compiled or loaded from cache
@@ -56,6 +58,21 @@ class Model:
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params[...] = np.random.default_rng(seed).uniform(-bound, bound, self.num_params)
         self._workspaces = OrderedDict()
+        self._rows, self._block_grads = RowThreads(1), []
+        self.set_threads(threads)
+
+    def set_threads(self, threads):
+        """Runs each batch as up to `threads` blocks of rows on as many threads at once (hpcrnn.rowblocks);
+        1 = the calling thread only. Results equal one thread's to float summation order."""
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads: must be an integer >= 1, got {threads!r}")
+        if int(threads) != self._rows.threads:
+            self._rows.close()
+            self._rows = RowThreads(int(threads))
+
+    @property
+    def threads(self):
+        return self._rows.threads
 
     META_DEFAULTS = {"dropout": 0.0, "bidirectional": False}   # what a meta written before these keys means
 
@@ -136,10 +153,10 @@ class Model:
         int64 [B] array (all T when None). Any bad input raises ValueError naming the argument."""
         return check_batch(self, x, y, lengths, check_finite, loss)
 
-    def _workspace(self, batch, steps):
-        key = (batch, steps)
+    def _workspace(self, batch, steps, block=0):
+        key = (batch, steps, block)
         if key not in self._workspaces:
-            if len(self._workspaces) >= _WORKSPACES_KEPT:
+            if len(self._workspaces) >= _WORKSPACES_KEPT * self.threads:
                 self._workspaces.popitem(last=False)
             self._workspaces[key] = stack.Workspace(
                 self.cell, batch, steps, self.input_size, self.hidden_size, self.num_layers,
@@ -147,9 +164,10 @@ class Model:
         self._workspaces.move_to_end(key)
         return self._workspaces[key]
 
-    def _forward(self, x, lengths, h0, masks=None):
-        """Runs layers and head; returns (workspace, the Reversal of a bidirectional stack or None)."""
-        ws = self._workspace(x.shape[0], x.shape[1])
+    def _forward(self, x, lengths, h0, masks=None, block=0):
+        """Runs layers and head on row block `block`'s workspace; returns (workspace, the Reversal of a
+        bidirectional stack or None)."""
+        ws = self._workspace(x.shape[0], x.shape[1], block)
         reversal = stack.Reversal(lengths, x.shape[1]) if self.bidirectional else None
         stack.load_inputs(ws, x, lengths)
         stack.forward(ws, self.cell, self._layer_tuples(self.views), lengths, h0, masks, reversal)
@@ -157,12 +175,12 @@ class Model:
                            lengths)
         return ws, reversal
 
-    def dropout_masks(self, batch, steps, step, sample_indices):
+    def dropout_masks(self, batch, steps, step, sample_indices, block=0):
         """The dropout masks of a training step: per layer None (layer 0, or no dropout) or M [T, B, W] of 0 and
         1/(1-p) multiplying that layer's input; a sample's mask depends on (seed, step, its index) only."""
         if self.dropout == 0 or self.num_layers == 1:
             return None
-        ws = self._workspace(batch, steps)
+        ws = self._workspace(batch, steps, block)
         masks = [None] * self.num_layers
         for layer in range(1, self.num_layers):
             draw_mask(ws.M[layer], self.seed, step, layer, sample_indices, self.dropout)
@@ -191,8 +209,30 @@ class Model:
                              f"got {grad_out.dtype} {grad_out.shape}")
         if x.shape[0] == 0:
             return (0.0, self._empty_state()) if return_state else 0.0
-        masks = self.dropout_masks(x.shape[0], x.shape[1], step, sample_indices)
-        ws, reversal = self._forward(x, lengths, h0, masks)
+        blocks = self._rows.blocks(x.shape[0])
+        if len(blocks) == 1:
+            loss_sum, state = self._forward_backward_rows(0, x, y, grad_out, loss, lengths, h0, scale,
+                                                          on_layer_done, step, sample_indices)
+        else:
+            buffers = [grad_out] + self._zeroed_block_grads(len(blocks) - 1)
+
+            def rows(index, a, b):
+                return self._forward_backward_rows(index, x[a:b], y[a:b], buffers[index], loss, lengths[a:b],
+                                                   slice_state(h0, a, b), scale, None, step, sample_indices[a:b])
+            results = self._rows.map(rows, blocks)
+            for extra in buffers[1:]:
+                grad_out += extra
+            for layer in reversed(range(self.num_layers)) if on_layer_done is not None else ():
+                on_layer_done(layer)          # every block's gradient is in: each layer's slice is complete
+            loss_sum = sum(result[0] for result in results)
+            state = join_states([result[1] for result in results])
+        return (loss_sum, state) if return_state else loss_sum
+
+    def _forward_backward_rows(self, block, x, y, grad_out, loss, lengths, h0, scale, on_layer_done, step,
+                               sample_indices):
+        """forward_backward of one row block on its own workspace: (loss_sum, final state per layer)."""
+        masks = self.dropout_masks(x.shape[0], x.shape[1], step, sample_indices, block)
+        ws, reversal = self._forward(x, lengths, h0, masks, block)
         sequence = self.head == "sequence"
         stack.set_targets(ws, y, lengths, sequence, loss)
         loss_sum, _ = stack.loss_forward(ws, y, loss, scale)
@@ -200,8 +240,15 @@ class Model:
         stack.backward(ws, self.cell, sequence, self._layer_tuples(self.views), self._layer_tuples(grads),
                        (self.views["head.weight"], self.views["head.bias"]),
                        (grads["head.weight"], grads["head.bias"]), lengths, on_layer_done, reversal)
-        loss_sum = float(loss_sum)
-        return (loss_sum, stack.final_state(ws, self.cell)) if return_state else loss_sum
+        return float(loss_sum), stack.final_state(ws, self.cell)
+
+    def _zeroed_block_grads(self, count):
+        """`count` zeroed flat gradient buffers for row blocks 1.., kept between steps."""
+        while len(self._block_grads) < count:
+            self._block_grads.append(self.flat_grad_buffer())
+        for buffer in self._block_grads[:count]:
+            buffer[...] = 0
+        return self._block_grads[:count]
 
     def loss_and_grad(self, x, y, loss="mse", lengths=None, h0=None, step=0, sample_indices=None):
         """Mean loss over the batch and a dict of its gradients (keys of state_dict); training mode (dropout
@@ -221,16 +268,21 @@ class Model:
         h0 = check_state(self, h0, x.shape[0], return_state)
         B, T = x.shape[:2]
         shape = (B, T, self.output_size) if self.head == "sequence" else (B, self.output_size)
+        out = np.zeros(shape, self.dtype)
         if B == 0:
-            out = np.zeros(shape, self.dtype)
             return (out, self._empty_state()) if return_state else out
-        ws, _ = self._forward(x, lengths, h0)
+
+        def rows(block, a, b):
+            ws, _ = self._forward(x[a:b], lengths[a:b], slice_state(h0, a, b), block=block)
+            if self.head == "sequence":
+                out[a:b] = ws.y.reshape(T, b - a, -1).transpose(1, 0, 2)
+            else:
+                out[a:b] = ws.y
+            return stack.final_state(ws, self.cell) if return_state else None
+        states = self._rows.map(rows, self._rows.blocks(B))
         if self.head == "sequence":
-            out = ws.y.reshape(T, B, -1).transpose(1, 0, 2).copy()
             out[np.arange(T)[None, :] >= lengths[:, None]] = 0
-        else:
-            out = ws.y.copy()
-        return (out, stack.final_state(ws, self.cell)) if return_state else out
+        return (out, join_states(states)) if return_state else out
 
     def per_sample_stats(self, x, y, loss, lengths=None):
         """Sums over the local batch for evaluation (forward only): loss_sum, count (samples), and
@@ -240,11 +292,17 @@ class Model:
                  "elem_count": 0, "correct": 0}
         if x.shape[0] == 0:
             return stats
-        ws, _ = self._forward(x, lengths, None)
-        stack.set_targets(ws, y, lengths, self.head == "sequence", loss)
-        loss_sum, correct = stack.loss_forward(ws, y, loss, 0.0)
-        stats["loss_sum"], stats["correct"] = float(loss_sum), int(correct)
-        if loss != "cross_entropy":
-            sq, ab, count = head.error_sums(ws.y, ws.target, ws.weight)
-            stats.update(sq_err_sum=float(sq), abs_err_sum=float(ab), elem_count=int(count))
+
+        def rows(block, a, b):
+            ws, _ = self._forward(x[a:b], lengths[a:b], None, block=block)
+            stack.set_targets(ws, y[a:b], lengths[a:b], self.head == "sequence", loss)
+            loss_sum, correct = stack.loss_forward(ws, y[a:b], loss, 0.0)
+            part = {"loss_sum": float(loss_sum), "correct": int(correct)}
+            if loss != "cross_entropy":
+                sq, ab, count = head.error_sums(ws.y, ws.target, ws.weight)
+                part.update(sq_err_sum=float(sq), abs_err_sum=float(ab), elem_count=int(count))
+            return part
+        for part in self._rows.map(rows, self._rows.blocks(x.shape[0])):
+            for key, value in part.items():
+                stats[key] += value
         return stats

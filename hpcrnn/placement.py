@@ -72,19 +72,21 @@ def blas_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def describe(rank, prefetch):
-    """This rank's placement: host, the CPUs it may run on, and its threads by kind."""
+def describe(rank, prefetch, rows=1):
+    """This rank's placement: host, the CPUs it may run on, and its threads by kind (rows: the model's row
+    block threads, each calling BLAS)."""
     import numba
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {"rank": rank, "host": socket.gethostname(), "affinity": affinity,
-            "threads": {"numba": numba.get_num_threads(), "blas": blas_threads(), "prefetch": int(bool(prefetch))}}
+            "threads": {"numba": numba.get_num_threads(), "blas": blas_threads(), "rows": int(rows),
+                        "prefetch": int(bool(prefetch))}}
 
 
 def compute_threads(threads):
-    """Threads that compute at once: numba's pool or BLAS's (a kernel calls BLAS from its own thread, so the
-    two pools do not run together). The prefetch thread mostly copies a batch between steps: it is reported
-    in summary.json, not counted."""
-    return max(threads["numba"], threads["blas"], 1)
+    """Threads that compute at once: each of the model's row threads runs kernels that call BLAS from that
+    thread (rows x BLAS threads), or numba's pool, whichever is larger (they do not run together). The
+    prefetch thread mostly copies a batch between steps: it is reported in summary.json, not counted."""
+    return max(threads["numba"], threads.get("rows", 1) * threads["blas"], 1)
 
 
 def placement_warnings(records):
@@ -108,7 +110,8 @@ def placement_warnings(records):
         need, have = compute_threads(record["threads"]), len(record["affinity"])
         if have and need > have:
             warnings.append(f"warning: rank {record['rank']} on {record['host']} runs {need} compute threads on "
-                            f"{have} core(s) (numba {record['threads']['numba']}, BLAS {record['threads']['blas']}): "
+                            f"{have} core(s) (numba {record['threads']['numba']}, row threads {record['threads'].get('rows', 1)} "
+                            f"x BLAS {record['threads']['blas']}): "
                             f"give it more cores or fewer threads")
     return warnings
 
@@ -118,11 +121,11 @@ def compact(cpus):
     return int_ranges(cpus)
 
 
-def check_placement(comm, prefetch, say):
+def check_placement(comm, prefetch, say, rows=1):
     """Collective: gathers every rank's describe() and lets `say` (rank 0's writer) print the warnings.
     Returns the records, in rank order, for summary.json."""
     from hpcrnn import comm as mpi
-    records = mpi.allgather_object(comm, describe(comm.rank, prefetch))
+    records = mpi.allgather_object(comm, describe(comm.rank, prefetch, rows))
     for warning in placement_warnings(records):
         say(warning)
     return records

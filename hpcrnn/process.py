@@ -13,11 +13,17 @@ def setup_process():
         os.environ.setdefault(name, "1")
 
 
+def cores_per_rank(config):
+    """The cores this rank computes on: train.numba_threads, else SLURM_CPUS_PER_TASK, else 1. The model runs
+    its batch as that many row blocks on as many threads (hpcrnn.rowblocks)."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    return max(1, config.train.numba_threads or (int(slurm) if slurm.isdigit() else 1))
+
+
 def set_threads(config):
-    """numba's thread count for this rank: train.numba_threads, else SLURM_CPUS_PER_TASK, else 1."""
+    """numba's thread count for this rank: cores_per_rank (capped at numba's pool)."""
     import numba
-    wanted = config.train.numba_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "1") or 1)
-    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(cores_per_rank(config), numba.config.NUMBA_NUM_THREADS)))
 
 
 class StopSignal:

@@ -36,7 +36,7 @@ def _train(config, comm, stream, stop, run_dir):
     take_run_dir(config, run_dir, comm)
     writer = Writer(None, active=run_dir.writes, progress=config.train.progress, stream=stream)
     trainer = Trainer(config, comm, info, splits, run_dir, writer)
-    trainer.placement = check_placement(comm, config.data.prefetch, writer.say)
+    trainer.placement = check_placement(comm, config.data.prefetch, writer.say, trainer.model.threads)
     resumed_from = resume(trainer, config, comm, writer)
     run_dir.write_config(to_toml(config))          # only once the run is accepted
     run_dir.trim_metrics(trainer.step)             # the steps after the checkpoint will be run again

@@ -27,11 +27,13 @@ class TrainingError(HpcrnnError):
 def build_model(config, info):
     """The model the config asks for, shaped for the data file `info` describes."""
     from hpcrnn.model import Model
+    from hpcrnn.process import cores_per_rank
     classes = info.task == "classification"
     return Model(cell=config.model.cell, input_size=info.num_features, hidden_size=config.model.hidden_size,
                  num_layers=config.model.num_layers, output_size=info.num_classes if classes else info.output_size,
                  head=info.head, dtype=np.dtype(config.model.dtype).type, seed=config.train.seed,
-                 dropout=config.model.dropout, bidirectional=config.model.bidirectional)
+                 dropout=config.model.dropout, bidirectional=config.model.bidirectional,
+                 threads=cores_per_rank(config))
 
 
 class Trainer:

@@ -150,3 +150,25 @@ def test_nonfinite_stop_raises_on_every_rank(shared_dir, nan_on_rank_last):
                         **{"data.val_fraction": 0, "train.nonfinite": "stop"})
     with pytest.raises(TrainingError, match="non-finite loss or gradient at step 3"):
         train(config, WORLD)
+
+
+@pytest.mark.parametrize("overlap", ["true", "false"])
+def test_ranks_with_row_threads_match_one_thread_serial(shared_dir, overlap):
+    """Hybrid ranks x threads (issue 14 point 3): P ranks of 2 row threads each train like 1 rank of 1."""
+    data = os.path.join(shared_dir, "rows.h5")
+    if WORLD.rank == 0:
+        write_windows(data, n=61)
+    WORLD.Barrier()
+    hybrid_dir = os.path.join(shared_dir, f"rows-hybrid-{overlap}")
+    serial_dir = os.path.join(shared_dir, f"rows-serial-{overlap}-rank{WORLD.rank}")
+    settings = {"train.batch_size": 24, "train.numba_threads": 2, "train.overlap": overlap}
+    train(config_for(data, hybrid_dir, "float64", **settings), WORLD)
+    train(config_for(data, serial_dir, "float64", **{**settings, "train.numba_threads": 1}), MPI.COMM_SELF)
+    WORLD.Barrier()
+    hybrid, _ = final_params(hybrid_dir)
+    serial, _ = final_params(serial_dir)
+    for key in serial:
+        np.testing.assert_allclose(hybrid[key], serial[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(losses(hybrid_dir), losses(serial_dir), rtol=1e-9)
+    with open(os.path.join(hybrid_dir, "summary.json")) as handle:
+        assert all(r["threads"]["rows"] == 2 for r in json.load(handle)["per_rank"])

@@ -64,8 +64,9 @@ def test_makefile_run_binds_its_ranks():
     assert printed.stdout == "-bind-to core\n", printed.stderr
 
 
-def record(rank, cpus, host="n1", numba=1, blas=1):
-    return {"rank": rank, "host": host, "affinity": cpus, "threads": {"numba": numba, "blas": blas, "prefetch": 1}}
+def record(rank, cpus, host="n1", numba=1, blas=1, rows=1):
+    return {"rank": rank, "host": host, "affinity": cpus,
+            "threads": {"numba": numba, "blas": blas, "rows": rows, "prefetch": 1}}
 
 
 def test_no_warning_for_ranks_on_their_own_cores():
@@ -80,13 +81,20 @@ def test_warns_when_ranks_share_cores():
 
 def test_warns_when_threads_exceed_cores():
     warnings = placement.placement_warnings([record(0, [0, 1], numba=4), record(1, [2, 3], blas=2)])
-    assert warnings == ["warning: rank 0 on n1 runs 4 compute threads on 2 core(s) (numba 4, BLAS 1): "
+    assert warnings == ["warning: rank 0 on n1 runs 4 compute threads on 2 core(s) (numba 4, row threads 1 x BLAS 1): "
                         "give it more cores or fewer threads"]
 
 
+def test_row_threads_times_blas_threads_count_against_the_cores():
+    assert placement.placement_warnings([record(0, [0, 1], rows=2)]) == []
+    warnings = placement.placement_warnings([record(0, [0, 1], rows=2, blas=2), record(1, [2, 3], rows=3)])
+    assert [w.split(" runs ")[0] for w in warnings] == ["warning: rank 0 on n1", "warning: rank 1 on n1"]
+    assert "runs 4 compute threads on 2 core(s) (numba 1, row threads 2 x BLAS 2)" in warnings[0]
+
+
 def test_describe_records_host_and_affinity():
-    mine = placement.describe(0, prefetch=True)
-    assert mine["affinity"] == sorted(os.sched_getaffinity(0)) and mine["host"]
+    mine = placement.describe(0, prefetch=True, rows=2)
+    assert mine["affinity"] == sorted(os.sched_getaffinity(0)) and mine["host"] and mine["threads"]["rows"] == 2
     assert mine["threads"]["prefetch"] == 1 and mine["threads"]["numba"] >= 1
 
 
