@@ -46,7 +46,8 @@ def measured_table(rows):
 
 def imbalance_table(rows):
     """Per rank count: max ÷ median compute per step (median and 75th percentile over steps), the rank most
-    often slowest, and the persistently slow ranks with their share of the steps; None without the fields."""
+    often slowest, the persistently slow ranks with their share of the steps, and what waiting for the slowest
+    costs per step; None without the fields."""
     rows = [r for r in rows if "imbalance" in r and r["ranks"] > 1]
     if not rows:
         return None
@@ -55,10 +56,12 @@ def imbalance_table(rows):
         share = r["slowest_share"]
         top = max(range(len(share)), key=share.__getitem__)
         slow = ", ".join(f"{rank} ({share[rank] * 100:.0f}%)" for rank in r["slow_ranks"]) or "none"
+        cost = (f"{r['imbalance_cost_s'] * 1e3:.3f} ms ({r['imbalance_cost_share'] * 100:.1f}% of a step)"
+                if "imbalance_cost_s" in r else "")
         body.append([r["ranks"], f"{r['imbalance']:.3f}", f"{r['imbalance_q75']:.3f}",
-                     f"{top} ({share[top] * 100:.0f}%)", slow])
+                     f"{top} ({share[top] * 100:.0f}%)", slow, cost])
     return markdown_table(["ranks", "imbalance (median)", "imbalance (q75)", "most often slowest",
-                           "persistently slow ranks"], body)
+                           "persistently slow ranks", "cost: max - median compute"], body)
 
 
 def imbalance_section(rows):
@@ -69,7 +72,9 @@ def imbalance_section(rows):
             "Imbalance = max ÷ median of the ranks' compute times in a step (1.0 = balanced); each metrics line "
             "carries every rank's compute time in the fused Allreduce's tail. A rank is persistently slow when it "
             "is the slowest in at least min(75%, 3/P) of the measured steps: look at its core (shared? "
-            "another job? unbound?) in summary.json's per_rank.", "", table, ""]
+            "another job? unbound?) in summary.json's per_rank. Cost = median over steps of max - median compute: "
+            "the time a step would save if the slowest rank computed like the median one (at 2 ranks the median is "
+            "the mean of the two, so half the gap between them).", "", table, ""]
 
 
 def machine_section(info):

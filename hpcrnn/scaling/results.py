@@ -47,16 +47,21 @@ def slow_share_threshold(ranks):
 
 def imbalance_statistics(steps, warmup, ranks):
     """Load imbalance after `warmup`: the median and 75th percentile over steps of max ÷ median compute across
-    the ranks, each rank's share of the steps in which it was the slowest, and the persistently slow ranks.
-    Empty for runs recorded before metrics carried t_compute_max."""
+    the ranks, each rank's share of the steps in which it was the slowest, the persistently slow ranks, and the
+    cost: the median over steps of max - median compute (what the median rank waits for the slowest at the
+    Allreduce), in seconds and as a share of the median step. Empty for runs recorded before metrics carried
+    t_compute_max."""
     kept = [r for r in steps if r["step"] > warmup and "t_compute_max" in r]
     if not kept:
         return {}
     ratios = [r["t_compute_max"] / r["t_compute_median"] for r in kept if r["t_compute_median"] > 0] or [1.0]
     share = np.bincount([r["slowest_rank"] for r in kept], minlength=ranks)[:ranks] / len(kept)
     slow = [int(rank) for rank in np.flatnonzero(share >= slow_share_threshold(ranks))] if ranks > 1 else []
+    cost = float(np.median([r["t_compute_max"] - r["t_compute_median"] for r in kept]))
+    t_step = float(np.median([r.get("t_step", 0.0) for r in kept]))
     return {"imbalance": float(np.median(ratios)), "imbalance_q75": float(np.percentile(ratios, 75)),
-            "slowest_share": [float(v) for v in share], "slow_ranks": slow}
+            "slowest_share": [float(v) for v in share], "slow_ranks": slow,
+            "imbalance_cost_s": cost, "imbalance_cost_share": cost / t_step if t_step > 0 else 0.0}
 
 
 def gradient_bytes(config_path, data_path, ranks=1):

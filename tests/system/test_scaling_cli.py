@@ -89,3 +89,42 @@ def test_render_prints_or_writes(tmp_path):
     result = run_cli(["jobs", "render", "weak_scaling", "--set", "ranks=1,2", "--set", "out=/x", "--output", output])
     assert result.returncode == 0 and output.read_text().startswith("#!/bin/bash")
     assert "--mode weak --ranks=1,2 --out=/x " in output.read_text()
+
+
+SLOW_RANK_HOOK = """
+import os
+if os.environ.get("PMI_RANK") == "1":          # rank 1 of each mpiexec run: a test-only delay in its compute
+    import time
+    from hpcrnn.model import Model
+    original = Model.forward_backward
+
+    def slower(self, *args, **kwargs):
+        time.sleep(float(os.environ["HPCRNN_TEST_DELAY_S"]))
+        return original(self, *args, **kwargs)
+    Model.forward_backward = slower
+"""
+
+
+def test_report_names_a_rank_slowed_on_purpose_and_its_cost(tmp_path):
+    """Issue 14 point 5 without a big machine: rank 1 computes 30 ms longer each step (a sitecustomize on the
+    ranks' PYTHONPATH, so nothing in hpcrnn knows); the weak-scaling report names rank 1 as persistently slow
+    and its cost, max - median compute, near 15 ms a step (the median of 2 ranks is their mean)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_RANK_HOOK)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH", "")])),
+           "HPCRNN_TEST_DELAY_S": "0.03"}
+    out = tmp_path / "sweep"
+    result = run_cli(["scaling", "run", "--mode", "weak", "--ranks", "1,2", "--out", out, *SMALL], timeout=300,
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "weak-p0002" / "result.json").read_text())
+    assert record["slow_ranks"] == [1] and record["slowest_share"][1] >= 0.75
+    assert 0.012 < record["imbalance_cost_s"] < 0.03
+    report = tmp_path / "scaling.md"
+    assert run_cli(["scaling", "report", out, "--out", report]).returncode == 0
+    row = [line for line in report.read_text().split("### Load imbalance")[1].splitlines()
+           if line.startswith("| 2 |")][0]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3].startswith("1 (") and cells[4].startswith("1 (") and cells[4] == cells[3], row
+    assert cells[5].endswith("of a step)") and 12 < float(cells[5].split(" ms")[0]) < 30, row

@@ -44,7 +44,7 @@ def test_serial_exchange_reports_its_own_time():
 
 
 def steps_with(slowest, ratio=1.5, count=20):
-    return [{"step": i + 1, "t_compute_max": ratio * 0.01, "t_compute_median": 0.01,
+    return [{"step": i + 1, "t_compute_max": ratio * 0.01, "t_compute_median": 0.01, "t_step": 0.02 * ratio,
              "slowest_rank": slowest(i)} for i in range(count)]
 
 
@@ -52,6 +52,7 @@ def test_imbalance_statistics_name_the_persistently_slow_rank():
     stats = imbalance_statistics(steps_with(lambda i: 3 if i % 5 else 0), warmup=0, ranks=4)
     assert stats["imbalance"] == pytest.approx(1.5)
     assert stats["slowest_share"] == [0.2, 0.0, 0.0, 0.8] and stats["slow_ranks"] == [3]
+    assert stats["imbalance_cost_s"] == pytest.approx(0.005) and stats["imbalance_cost_share"] == pytest.approx(1 / 6)
     alternating = imbalance_statistics(steps_with(lambda i: i % 2, ratio=1.0), warmup=2, ranks=2)
     assert alternating["slow_ranks"] == [] and alternating["imbalance"] == 1.0
     assert imbalance_statistics([{"step": 1, "t_compute": 0.1}], warmup=0, ranks=2) == {}
@@ -65,7 +66,7 @@ def test_report_table_lists_imbalance_and_slow_ranks():
     rows = [{"ranks": 1, "imbalance": 1.0}, {"ranks": 4, **imbalance_statistics(
         steps_with(lambda i: 3 if i % 5 else 0), warmup=0, ranks=4)}]
     table = imbalance_table(rows).splitlines()
-    assert len(table) == 3 and table[2] == "| 4 | 1.500 | 1.500 | 3 (80%) | 3 (80%) |"
+    assert len(table) == 3 and table[2] == "| 4 | 1.500 | 1.500 | 3 (80%) | 3 (80%) | 5.000 ms (16.7% of a step) |"
     assert imbalance_table([{"ranks": 2, "t_step": 1.0}]) is None
 
 
