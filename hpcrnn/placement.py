@@ -48,6 +48,25 @@ def bind_flags(flavour, threads=1):
     return []
 
 
+def slot_flags(flavour, cpus):
+    """The flags that bind rank r to cpus[r] (a launch sharing the node with other launches, each on its own
+    cores); none for a launcher that cannot be told a CPU list."""
+    listed = ",".join(str(cpu) for cpu in cpus)
+    if flavour == "mpich":
+        return ["-bind-to", f"user:{listed}"]
+    if flavour == "openmpi":
+        return ["--cpu-set", listed, "--bind-to", "core"]
+    return []
+
+
+def core_slots(cpus, need, count):
+    """`count` disjoint lists of `need` CPUs each, taken in order from `cpus`; None when they do not fit."""
+    cpus = sorted(cpus)
+    if need < 1 or count * need > len(cpus):
+        return None
+    return [cpus[slot * need:(slot + 1) * need] for slot in range(count)]
+
+
 def has_binding(words):
     """True when the command already asks for a placement (the user's choice wins)."""
     return any(word.split("=")[0] in BIND_WORDS for word in words)

@@ -100,11 +100,22 @@ class SweepLock:
 
 class LocalPool:
     """Runs trials in threads, `parallel` at a time; USR1/TERM/INT are passed on to every running trial and
-    no further trial starts."""
+    no further trial starts. Each running trial's ranks are bound to cores of their own (a slot of `ranks`
+    cores of this process's affinity set, given back when the trial ends), unless the launch command binds
+    already or the slots do not fit the cores (then a warning, and the launcher places the ranks)."""
 
     def __init__(self, out, sweep, parallel, prefix, say):
+        from hpcrnn.placement import core_slots, has_binding, launcher_flavour
         self.out, self.settings, self.parallel, self.prefix, self.say = out, settings_from(sweep), parallel, prefix, say
         self.running, self.signalled, self.states = {}, 0, {}
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.free = core_slots(cpus, self.settings.ranks, parallel) if cpus else None
+        self.flavour = launcher_flavour(prefix) if prefix else "unknown"
+        if self.free is None:
+            say(f"warning: {parallel} trial(s) at once x {self.settings.ranks} rank(s) need more than the "
+                f"{len(cpus)} core(s) here: trials run unbound and share cores (lower --parallel)")
+        elif prefix and not has_binding(prefix) and self.flavour not in ("mpich", "openmpi"):
+            say(f"warning: cannot bind trials' ranks with launcher {prefix[0]!r} (MPICH or Open MPI only): unbound")
 
     def handle(self, signum, frame):
         self.signalled = signum
@@ -121,14 +132,19 @@ class LocalPool:
                 for thread in list(self.running):
                     thread.join(timeout=0.1)
                     if not thread.is_alive():
-                        self.report(self.running.pop(thread).index)
+                        task = self.running.pop(thread)
+                        if task.cpus is not None:
+                            self.free.append(task.cpus)
+                        self.report(task.index)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.states
 
     def start(self, index):
-        task = TrialTask(self.out, index, self.settings, self.prefix, say=self.say)
+        cpus = self.free.pop(0) if self.free else None
+        task = TrialTask(self.out, index, self.settings, self.prefix, say=self.say, cpus=cpus,
+                         flavour=self.flavour)
         thread = threading.Thread(target=self.run_task, args=(task,), name=f"trial-{index}")
         self.running[thread] = task
         thread.start()

@@ -4,6 +4,7 @@ it checkpoints at the next step and exits), passes USR1/TERM it receives on to t
 trial's record (DIR/trial-NNNN/sweep.json). The same code runs a local trial and a Slurm array task."""
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from hpcrnn.checkpoint import PREEMPTED_EXIT
+from hpcrnn.placement import has_binding, slot_flags
 from hpcrnn.rundir import RunDir
 from hpcrnn.tuning import asha
 from hpcrnn.tuning.record import (FINISHED, RECORD_FILE, MetricsTail, evals_of, last_step, read_metrics,
@@ -35,8 +37,11 @@ class Settings:
 class TrialTask:
     """One trial's supervisor. `prefix`: launcher words before `-n P` (empty: run 1 rank directly)."""
 
-    def __init__(self, out, index, settings, prefix=(), say=print):
+    def __init__(self, out, index, settings, prefix=(), say=print, cpus=None, flavour="unknown"):
+        """cpus: the cores this trial's ranks are bound to (one each; None: leave placement to the launcher);
+        flavour: the launcher's (hpcrnn.placement.launcher_flavour), which says how to bind."""
         self.out, self.index, self.settings, self.prefix, self.say = out, index, settings, list(prefix), say
+        self.cpus, self.flavour = cpus, flavour
         self.folder = trial_dir(out, index)
         self.child, self.signalled, self.stop_sent, self.failure = None, 0, False, None
         self.start_mark = 0.0
@@ -49,9 +54,11 @@ class TrialTask:
 
     def command(self):
         train = [sys.executable, "-m", "hpcrnn", "train", "--config", RunDir(self.folder).config]
+        listed = ",".join(str(cpu) for cpu in self.cpus or ())
         if not self.prefix and self.settings.ranks == 1:
-            return train
-        return [*self.prefix, "-n", str(self.settings.ranks), *train]
+            return ["taskset", "-c", listed, *train] if self.cpus and shutil.which("taskset") else train
+        binding = slot_flags(self.flavour, self.cpus) if self.cpus and not has_binding(self.prefix) else []
+        return [*self.prefix, *binding, "-n", str(self.settings.ranks), *train]
 
     def run(self):
         """Trains the trial to its end, a stop or a preemption; returns its state: done, stopped, failed or

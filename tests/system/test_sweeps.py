@@ -105,6 +105,12 @@ def test_local_sweep_stops_bad_trials_collects_results_and_skips_finished_ones(t
     states = [r["state"] for r in trial_records]
     assert len(states) == 6 and set(states) <= {"done", "stopped"} and "done" in states, states
     check_trials(out, sweep, trial_records, epochs=6)
+    for trial in sweep["trials"]:          # 2 trials at once on 2 cores: each bound to a core of its own
+        command = (out / trial["name"] / "train.log").read_text().splitlines()[0]
+        assert command.split()[1:4] in (["taskset", "-c", "0"], ["taskset", "-c", "1"]), command
+        core = int(command.split()[3])
+        affinity = json.loads((out / trial["name"] / "summary.json").read_text())["per_rank"][0]["affinity"]
+        assert affinity == [core], (command, affinity)
     status = run_cli(["sweep", "status", out])
     assert status.returncode == 0, status.stderr
     assert f"6 trials: 0 pending, 0 running, {states.count('done')} done, {states.count('stopped')} stopped, " \
@@ -164,6 +170,8 @@ def test_interrupted_two_rank_sweep_resumes_unfinished_trials(tmp_path, dataset)
     assert step_lines(first) == list(range(1, total + 1)), "metrics continue from the checkpoint, no gaps"
     summary = json.loads((first / "summary.json").read_text())
     assert summary["ranks"] == 2 and summary["resumed_from"] and summary["steps"] == total
+    assert "-bind-to user:0,1 -n 2" in (first / "train.log").read_text()     # the trial's ranks bound, one core each
+    assert sorted(r["affinity"] for r in summary["per_rank"]) == [[0], [1]]
     assert second["state"] == "stopped" and list(second["decisions"][0]["seen"]) == ["0"], second
     assert record["train_s"] > 0 and record["wall_s"] > record["train_s"]
 

@@ -100,3 +100,27 @@ def test_describe_records_host_and_affinity():
 
 def test_compact():
     assert placement.compact([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+
+
+def test_core_slots_are_disjoint_and_refuse_to_overcommit():
+    assert placement.core_slots([3, 0, 1, 2], 2, 2) == [[0, 1], [2, 3]]
+    assert placement.core_slots([0, 1, 2, 3], 1, 3) == [[0], [1], [2]]
+    assert placement.core_slots([0, 1], 2, 2) is None and placement.core_slots([0, 1], 0, 1) is None
+
+
+def test_slot_flags_bind_rank_r_to_the_r_th_cpu():
+    assert placement.slot_flags("mpich", [2, 3]) == ["-bind-to", "user:2,3"]
+    assert placement.slot_flags("openmpi", [4]) == ["--cpu-set", "4", "--bind-to", "core"]
+    assert placement.slot_flags("srun", [0]) == [] and placement.slot_flags("unknown", [0]) == []
+
+
+def test_trial_commands_carry_their_cores():
+    from hpcrnn.tuning.task import Settings, TrialTask
+    one = Settings("val_loss", "loss", False, (), 3.0, ranks=1, count=2)
+    two = Settings("val_loss", "loss", False, (), 3.0, ranks=2, count=2)
+    assert TrialTask("/o", 0, one, cpus=[1]).command()[:3] == ["taskset", "-c", "1"]
+    assert TrialTask("/o", 0, one).command()[0] == sys.executable
+    bound = TrialTask("/o", 0, two, prefix=["mpiexec"], cpus=[2, 3], flavour="mpich").command()
+    assert bound[:4] == ["mpiexec", "-bind-to", "user:2,3", "-n"]
+    users = TrialTask("/o", 0, two, prefix=["mpiexec", "-bind-to", "none"], cpus=[2, 3], flavour="mpich").command()
+    assert users[:4] == ["mpiexec", "-bind-to", "none", "-n"]          # the user's placement wins
