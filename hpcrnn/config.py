@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 
 from hpcrnn.data.read_mode import READS
+from hpcrnn.data.splits import SPLITS
 from hpcrnn.errors import ConfigError
 from hpcrnn.kernels import CELLS
 from hpcrnn.kernels import LOSSES as MODEL_LOSSES
@@ -24,7 +25,12 @@ TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n",
 class DataConfig:
     path: str = ""
     val_fraction: float = 0.1
-    gap: int = -1              # samples left out between train and val; -1 = automatic
+    gap: int = -1              # samples left out between train and val; -1 = automatic (chronological only)
+    split: str = "chronological"   # chronological | random | stratified, for files without split attributes
+    seed: int = 0              # of the random and stratified selections (apart from train.seed: the same val set
+                               # for every model seed)
+    val_path: str = ""         # val samples from this file (same schema); then the whole data.path is train
+    test_path: str = ""        # test samples (evaluate --split test) from this file
     buffer_mb: float = 64.0
     prefetch: bool = True
     reads: str = "auto"         # auto | direct | independent | collective (docs/data-format.md)
@@ -269,6 +275,10 @@ def validate(c):
     _check(c.train.early_stopping_min_delta >= 0, "train.early_stopping_min_delta", "must be >= 0")
     _check(c.train.numba_threads >= 0, "train.numba_threads", "must be >= 0 (0 = SLURM_CPUS_PER_TASK or 1)")
     _check(0 <= c.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
+    _check(c.data.split in SPLITS, "data.split", f"unknown split {c.data.split!r} (choose from {', '.join(SPLITS)})")
+    _check(c.data.gap < 0 or c.data.split == "chronological", "data.gap", f"applies to chronological splits only "
+           f"(data.split = {c.data.split} leaves no gap: its val samples are drawn from the whole file)")
+    _check(c.data.seed >= 0, "data.seed", "must be >= 0")
     _check(c.data.buffer_mb > 0, "data.buffer_mb", "must be > 0")
     _check(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
     _check(c.checkpoint.max_failures >= 1, "checkpoint.max_failures", "must be >= 1")

@@ -29,7 +29,8 @@ def resolve_loss(name, info):
 
 
 def evaluate_split(model, info, split, loss, comm, batch_size, reads="auto", scores=None):
-    """Loss and metrics of `model` on samples [start, stop) of the file, summed over all ranks. `scores`
+    """Loss and metrics of `model` on the samples of `split` ((start, stop) or a data.splits.Split) of the file,
+    summed over all ranks. `scores`
     (hpcrnn.scores, optional) also gets the model's outputs on every batch; its sums travel in the same
     reduction and its results join the metrics."""
     from hpcrnn.data.loader import iterate_in_order
@@ -137,23 +138,32 @@ def run_evaluate(checkpoint_path, data_path, comm, split="all", batch_size=256, 
     info = open_dataset(data_path, comm=comm)
     check_compatible(model, info)
     check_targets(model, info)
-    span = split_span(info, split, meta)
+    span = split_span(info, split, meta, comm)
     scores = make_scores(info, model.output_size, season or 0)
     metrics = evaluate_split(model, info, span, meta["model"]["loss"], comm, batch_size, scores=scores)
     return {"checkpoint": checkpoint_path, "step": meta["step"], "data": data_path, "split": split, **metrics}
 
 
-def split_span(info, split, meta):
-    """Sample range of `split`, chosen as the training run chose it (its val_fraction and gap)."""
+def split_span(info, split, meta, comm):
+    """The samples (a data.splits.Split) of `split` of the file `info` describes, chosen as the training run
+    chose them (its data.split, data.seed, val_fraction and gap). A run that took its val (test) samples from
+    data.val_path (test_path) evaluates all of the given file, which must not be its training file."""
     from hpcrnn.config import from_toml_text
-    from hpcrnn.data.loader import split_ranges
+    from hpcrnn.data.splits import Split, file_splits
+    from hpcrnn.predict import same_file
     if split == "all":
-        return (0, info.num_samples)
+        return Split(0, info.num_samples)
     data = from_toml_text(meta["config_toml"]).data
-    span = split_ranges(info, data.val_fraction, None if data.gap < 0 else data.gap).get(split)
-    if span is None or span[1] <= span[0]:
-        raise DataError(f"{info.path}: has no {split!r} split (the training run used val_fraction "
-                        f"{data.val_fraction})")
+    other = {"val": data.val_path, "test": data.test_path}.get(split)
+    if other:
+        if same_file(info.path, data.path) and not same_file(info.path, other):
+            raise DataError(f"{info.path}: is the run's training file; its {split} samples are in data.{split}_path "
+                            f"{other}: give --data {other}")
+        return Split(0, info.num_samples)
+    span = file_splits(info, data, comm).get(split)
+    if span is None or len(span) == 0:
+        raise DataError(f"{info.path}: has no {split!r} split (the training run used data.split = {data.split}, "
+                        f"val_fraction {data.val_fraction})")
     return span
 
 

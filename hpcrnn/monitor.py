@@ -17,8 +17,8 @@ def check_monitor(metric, patience, info, has_val):
         raise ConfigError(f"train.monitor: {metric} needs {what}, {info.path} holds the other kind; "
                           f"use val_loss or {'val_accuracy' if info.task == 'classification' else 'val_rmse'}")
     if patience and not has_val:
-        raise ConfigError("train.early_stopping_patience: needs a validation split (data.val_fraction > 0 "
-                          "or a split_val in the file)")
+        raise ConfigError("train.early_stopping_patience: needs a validation split (data.val_fraction > 0, "
+                          "data.val_path, or a split_val in the file)")
 
 
 class Monitor:

@@ -11,13 +11,13 @@ from hpcrnn.rundir import RunDir
 
 def run_report(run_dir, comm, data=None, season=None, split="val"):
     """Writes the report; returns the path of report.md (on every rank). data: the file to evaluate on
-    (default: the run's data.path); an evaluation that cannot be made is reported with its reason."""
+    (default: the file of the run's `split`: data.val_path for val when set, else data.path); an evaluation that cannot be made is reported with its reason."""
     paths = RunDir(run_dir, writes=comm.rank == 0)
     missing = None if os.path.isfile(paths.metrics) else \
         f"{run_dir}: no metrics.jsonl here (not a run directory, or its run never started)"
     mpi.agree(comm, missing, ConfigError)
     config_text = read_text(paths.config)
-    evaluation, why_not = evaluate_run(run_dir, comm, data or data_path(config_text), season, split)
+    evaluation, why_not = evaluate_run(run_dir, comm, data or data_path(config_text, split), season, split)
     error = None
     if paths.writes:
         try:
@@ -36,10 +36,12 @@ def read_text(path):
         return ""
 
 
-def data_path(config_text):
+def data_path(config_text, split="all"):
+    """The file of the run's `split`: data.val_path (test_path) for val (test) when set, else data.path."""
     from hpcrnn.config import from_toml_text
     try:
-        return from_toml_text(config_text).data.path if config_text else ""
+        data = from_toml_text(config_text).data if config_text else None
+        return "" if data is None else {"val": data.val_path, "test": data.test_path}.get(split) or data.path
     except (HpcrnnError, ValueError):
         return ""
 

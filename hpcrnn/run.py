@@ -29,20 +29,26 @@ def train(config, comm, stream=None, stop=None):
 
 
 def _train(config, comm, stream, stop, run_dir):
-    from hpcrnn.data.loader import split_ranges
     from hpcrnn.data.schema import open_dataset
+    from hpcrnn.data.splits import choose_splits, single_class_warning
     info = open_dataset(config.data.path, comm=comm, check_finite=config.data.check_finite)
-    splits = split_ranges(info, config.data.val_fraction, None if config.data.gap < 0 else config.data.gap)
+    splits, infos = choose_splits(config.data, info, comm, config.data.check_finite)
+    warning = single_class_warning(splits["val"], infos["val"], comm)
     take_run_dir(config, run_dir, comm)
     writer = Writer(None, active=run_dir.writes, progress=config.train.progress, stream=stream)
-    trainer = Trainer(config, comm, info, splits, run_dir, writer)
+    if "train" in info.splits and config.data.split != "chronological" and not config.data.val_path:
+        writer.say(f"note: {info.path} has split attributes, they are used (data.split = {config.data.split} "
+                   "applies to files without them)")
+    if warning:
+        writer.say(warning)
+    trainer = Trainer(config, comm, info, splits, run_dir, writer, val_info=infos["val"])
     trainer.placement = check_placement(comm, config.data.prefetch, writer.say, trainer.model.threads)
     resumed_from = resume(trainer, config, comm, writer)
     run_dir.write_config(to_toml(config))          # only once the run is accepted
     run_dir.trim_metrics(trainer.step)             # the steps after the checkpoint will be run again
     writer.open_metrics(run_dir.metrics if run_dir.writes else None)
     writer.say(f"training {config.model.cell} (hidden {config.model.hidden_size}, layers {config.model.num_layers}, "
-               f"{trainer.model.num_params} parameters) on {info.path}: {splits['train'][1] - splits['train'][0]} "
+               f"{trainer.model.num_params} parameters) on {info.path}: {len(splits['train'])} "
                f"train samples, {comm.size} rank(s), {trainer.steps_per_epoch} steps/epoch"
                + (f", resumed from {resumed_from}" if resumed_from else ""))
     clock = PhaseClock()

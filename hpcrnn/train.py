@@ -39,11 +39,16 @@ def build_model(config, info):
 class Trainer:
     """Holds the state of one run; `run()` trains to the end (or to a preemption) and returns a summary."""
 
-    def __init__(self, config, comm, info, splits, run_dir, writer=None):
+    def __init__(self, config, comm, info, splits, run_dir, writer=None, val_info=None):
+        """splits: {name: (start, stop) or data.splits.Split} of the file `info` describes; the val split's
+        samples are those of val_info's file when given (data.val_path)."""
         from hpcrnn.data.loader import BatchLoader
+        from hpcrnn.data.splits import as_split
+        splits = {name: as_split(split) for name, split in splits.items()}
         self.config, self.comm, self.info, self.splits, self.run_dir = config, comm, info, splits, run_dir
+        self.val_info = val_info or info
         t = config.train
-        check_monitor(t.monitor, t.early_stopping_patience, info, splits["val"][1] > splits["val"][0])
+        check_monitor(t.monitor, t.early_stopping_patience, info, len(splits["val"]) > 0)
         self.monitor = Monitor(t.monitor, t.early_stopping_patience, t.early_stopping_min_delta)
         self.writer = writer or Writer(None, active=False)
         self.loss = resolve_loss(config.model.loss, info)
@@ -193,9 +198,9 @@ class Trainer:
     def log_eval(self):
         """Evaluates on the val split (metrics reduced over all ranks) and updates the monitor with rank 0's
         value of the monitored metric, so every rank takes the same decision. Returns whether it improved."""
-        if self.splits["val"][1] <= self.splits["val"][0]:
+        if len(self.splits["val"]) == 0:
             return False
-        metrics = evaluate_split(self.model, self.info, self.splits["val"], self.loss, self.comm,
+        metrics = evaluate_split(self.model, self.val_info, self.splits["val"], self.loss, self.comm,
                                  self.config.train.batch_size, self.config.data.reads)
         value = mpi.bcast_object(self.comm, self.monitor.value_of(metrics))
         improved = self.monitor.update(value, self.step, self.epoch)

@@ -3,8 +3,9 @@
 Names are imported on first use, so `import hpcrnn.data` alone loads neither h5py nor mpi4py."""
 _EXPORTS = {
     "DatasetInfo": "schema", "open_dataset": "schema",
-    "BatchLoader": "loader", "Batch": "loader", "iterate_in_order": "loader", "split_ranges": "loader",
+    "BatchLoader": "loader", "Batch": "loader", "iterate_in_order": "loader", "split_ranges": "splits",
     "rank_block": "loader", "blockdist": "shard", "epoch_order": "shard",
+    "Split": "splits", "choose_splits": "splits",
 }
 
 

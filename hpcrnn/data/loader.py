@@ -1,7 +1,7 @@
 """The streaming reader of the training engine: each rank reads only its own samples of each global batch,
 buffer window by buffer window, prefetched in a background thread, into batch buffers it reuses; plus in-order
-iteration for evaluation and the train/val split rule. The epoch order depends on (seed, epoch, split,
-buffer), never on the ranks."""
+iteration for evaluation. A split is a (start, stop) range or a hpcrnn.data.splits.Split (an index set). The
+epoch order depends on (seed, epoch, split, buffer), never on the ranks."""
 import math
 import time
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ from hpcrnn.data.batch_reads import open_reader
 from hpcrnn.data.prefetch import Prefetcher
 from hpcrnn.data.read_mode import prefetch_allowed, read_mode
 from hpcrnn.data.shard import blockdist, epoch_order, rank_positions
+from hpcrnn.data.splits import as_split
 from hpcrnn.errors import DataError
 
 
@@ -28,7 +29,7 @@ class Batch:
 
 
 class BatchLoader:
-    """Yields this rank's share of every global batch of split=(start, stop), epoch after epoch.
+    """Yields this rank's share of every global batch of split ((start, stop) or a Split), epoch after epoch.
 
     Global batch b of an epoch is order[b*B:(b+1)*B] of epoch_order(); rank r takes positions
     blockdist(len(batch), P, r) of it and reads only the rows under them. Memory: about 2 * buffer_mb / P
@@ -40,8 +41,8 @@ class BatchLoader:
         if global_batch < 1:
             raise DataError(f"{info.path}: global batch size must be >= 1, got {global_batch}")
         self.info, self.comm = info, comm
-        self.split = (int(split[0]), int(split[1]))
-        self.num_samples = max(0, self.split[1] - self.split[0])
+        self.split = as_split(split)
+        self.num_samples = len(self.split)
         self.global_batch, self.seed, self.shuffle = int(global_batch), int(seed), bool(shuffle)
         self.reads = read_mode(comm, reads, info)
         self.prefetch = prefetch_allowed(self.reads, prefetch)
@@ -107,51 +108,27 @@ class BatchLoader:
 
 
 def rank_block(split, comm):
-    """(count, start) of this rank's contiguous block of split for in-order iteration."""
-    count, offset = blockdist(max(0, split[1] - split[0]), comm.size, comm.rank)
-    return count, split[0] + offset
+    """(count, first) of this rank's contiguous block of positions of split for in-order iteration."""
+    return blockdist(len(as_split(split)), comm.size, comm.rank)
 
 
 def iterate_in_order(info, split, batch_size, comm, dtype=np.float32, reads="auto"):
-    """Yields Batch objects covering this rank's contiguous block of split in natural order, each valid until
-    the next one is asked for; every rank yields the same number of batches (possibly empty).
-    batch.indices - split[0] are the output rows."""
+    """Yields Batch objects covering this rank's contiguous block of split's samples in natural order, each valid
+    until the next one is asked for; every rank yields the same number of batches (possibly empty).
+    For a (start, stop) split, batch.indices - start are the output rows."""
+    split = as_split(split)
     reader = open_reader(info, comm, read_mode(comm, reads, info), dtype)
-    count, start = rank_block(split, comm)
-    largest, _ = blockdist(max(0, split[1] - split[0]), comm.size, 0)
+    count, first_position = rank_block(split, comm)
+    largest, _ = blockdist(len(split), comm.size, 0)
     buffers = reader.samples(min(batch_size, largest))
     try:
         for first in range(0, largest, batch_size):
             t0 = time.perf_counter()
-            indices = np.arange(start + min(first, count), start + min(first + batch_size, count), dtype=np.int64)
+            positions = np.arange(min(first, count), min(first + batch_size, count), dtype=np.int64)
+            indices = split.take(first_position + positions)
             read = reader.read(indices)
             samples = reader.take(read, indices, buffers)
             reader.release(read)
             yield Batch(samples.x, samples.y, samples.lengths, -1, indices, time.perf_counter() - t0)
     finally:
         reader.close()
-
-
-def default_gap(info):
-    """Samples left out between train and val so that no val window shares a row with a train window."""
-    if info.form != "series":
-        return 0
-    return max(0, math.ceil((info.lookback + info.horizon) / info.stride) - 1)
-
-
-def split_ranges(info, val_fraction, gap=None):
-    """{'train': (a, b), 'val': (c, d)[, 'test': ...]}: the file's split attributes when it has them, else
-    chronological: the last val_fraction of the samples is val, `gap` samples before it are left out."""
-    if "train" in info.splits:
-        end = info.splits["train"][1]
-        return {"val": (end, end), **info.splits}
-    n = info.num_samples
-    gap = default_gap(info) if gap is None else int(gap)
-    val_count = int(math.floor(n * float(val_fraction))) if val_fraction > 0 else 0
-    if val_count == 0:
-        return {"train": (0, n), "val": (n, n)}
-    train_stop = n - val_count - gap
-    if train_stop < 1:
-        raise DataError(f"{info.path}: {n} samples are too few for val_fraction {val_fraction} "
-                        f"and a gap of {gap} samples")
-    return {"train": (0, train_stop), "val": (n - val_count, n)}

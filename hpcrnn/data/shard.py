@@ -26,7 +26,8 @@ def block_bounds(split, block_size):
 
 
 def epoch_order(split, seed, epoch, block_size, window_samples, shuffle=True, batch=0):
-    """Global sample indices of one epoch, in the order they are consumed (int64 array of stop-start).
+    """Global sample indices of one epoch, in the order they are consumed (int64 array, one per sample of split:
+    a (start, stop) pair or a hpcrnn.data.splits.Split).
 
     Chunk-aligned blocks of samples are permuted, consecutive permuted blocks are grouped into windows of
     about window_samples (the read buffer), and the samples inside each window are shuffled, all with
@@ -35,12 +36,14 @@ def epoch_order(split, seed, epoch, block_size, window_samples, shuffle=True, ba
     it does not matter to a summed loss), and rank r's block of every batch (rank_positions) becomes the
     r-th part of it by position in the file, so each rank touches about 1/P of a window's pages and
     chunks. The order depends only on (split, seed, epoch, block_size, window_samples, batch), never on
-    the number of ranks. shuffle=False gives the natural order."""
-    start, stop = int(split[0]), int(split[1])
-    if not shuffle or stop <= start:
-        return np.arange(start, stop, dtype=np.int64)
+    the number of ranks. shuffle=False gives the natural order. The shuffle works on positions in the split
+    (mapped to sample indices at the end), so a range and the same samples as an index set give one order."""
+    from hpcrnn.data.splits import as_split
+    split = as_split(split)
+    if not shuffle or len(split) == 0:
+        return split.array().copy()
     rng = np.random.default_rng([int(seed), int(epoch)])
-    bounds = block_bounds(split, block_size)
+    bounds = split.block_bounds(block_size)
     permuted = rng.permutation(len(bounds) - 1)
     blocks_per_window = max(1, int(window_samples) // int(block_size))
     pieces = []
@@ -54,7 +57,7 @@ def epoch_order(split, seed, epoch, block_size, window_samples, shuffle=True, ba
         full = len(order) // batch * batch
         order[:full] = np.sort(order[:full].reshape(-1, batch), axis=1).ravel()
         order[full:] = np.sort(order[full:])
-    return order
+    return split.take(order)
 
 
 def rank_positions(batch_len, size, rank):

@@ -229,8 +229,8 @@ def _check_base(spec):
     config = base_config(spec.base)
     swept = spec.swept_keys
     if spec.rungs:
-        if config.data.val_fraction <= 0 and "data.val_fraction" not in swept:
-            raise ConfigError("rungs need validation data: set data.val_fraction > 0 (rungs compare "
+        if config.data.val_fraction <= 0 and not config.data.val_path and "data.val_fraction" not in swept:
+            raise ConfigError("rungs need validation data: set data.val_fraction > 0 or data.val_path (rungs compare "
                               f"{spec.monitor} at epoch ends)")
         if "train.epochs" not in swept and spec.rungs[-1] >= config.train.epochs:
             raise ConfigError(f"rungs: rung {spec.rungs[-1]} is not before the last epoch "

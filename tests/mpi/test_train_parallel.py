@@ -80,7 +80,7 @@ def test_parameters_identical_on_every_rank(shared_dir):
         write_windows(data, n=33)
     WORLD.Barrier()
     from hpcrnn.train import Trainer
-    from hpcrnn.data.loader import split_ranges
+    from hpcrnn.data.splits import split_ranges
     from hpcrnn.data.schema import open_dataset
     from hpcrnn.rundir import RunDir
     config = config_for(data, os.path.join(shared_dir, "same"), "float32")

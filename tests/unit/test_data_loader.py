@@ -9,7 +9,8 @@ import pytest
 
 import data_fixtures as fixtures
 from hpcrnn import comm as mpi
-from hpcrnn.data.loader import BatchLoader, iterate_in_order, split_ranges
+from hpcrnn.data.loader import BatchLoader, iterate_in_order
+from hpcrnn.data.splits import split_ranges
 from hpcrnn.data.schema import open_dataset
 
 SELF = mpi.self_comm()

@@ -7,7 +7,7 @@ import pytest
 
 from hpcrnn import comm as mpi
 from hpcrnn.data import commands
-from hpcrnn.data.loader import split_ranges
+from hpcrnn.data.splits import split_ranges
 from hpcrnn.data.prepare import PrepareSpec, prepare
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.errors import DataError
