@@ -111,9 +111,7 @@ def random_split(n, val_fraction, seed):
     _check_fraction(val_fraction)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    val_count = int(math.floor(n * float(val_fraction)))
-    if val_count and n - val_count < 1:
-        raise ValueError(f"{n} samples are too few for val_fraction {val_fraction}")
+    val_count = int(math.floor(n * float(val_fraction)))         # < n: train keeps a sample
     val = np.sort(_rng(seed).permutation(n)[:val_count]) if val_count else np.zeros(0, dtype=np.int64)
     return _complement(n, val)
 
@@ -187,12 +185,9 @@ def file_splits(info, data, comm):
         spans = split_ranges(info, data.val_fraction, None if data.gap < 0 else data.gap)
         return {name: as_split(span) for name, span in spans.items()}
     check_split_fits(info, data.split)
-    try:
-        if data.split == "random":
-            return random_split(info.num_samples, data.val_fraction, data.seed)
-        return stratified_split(read_labels(info, comm), data.val_fraction, data.seed)
-    except ValueError as error:
-        raise DataError(f"{info.path}: {error} (data.split = {data.split})") from None
+    if data.split == "random":
+        return random_split(info.num_samples, data.val_fraction, data.seed)
+    return stratified_split(read_labels(info, comm), data.val_fraction, data.seed)
 
 
 def check_same_schema(key, other, info):
