@@ -64,7 +64,11 @@ def as_split(value):
 
 def from_indices(indices):
     """The Split of distinct sample indices (any order); a range when they are contiguous."""
-    indices = np.unique(np.asarray(indices, dtype=np.int64))
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) > 1 and not np.all(indices[1:] > indices[:-1]):
+        indices = np.sort(indices)
+        if np.any(indices[1:] == indices[:-1]):
+            raise ValueError("sample indices of a split must be distinct")
     if len(indices) == 0:
         return Split(0, 0)
     start, stop = int(indices[0]), int(indices[-1]) + 1
@@ -112,8 +116,7 @@ def random_split(n, val_fraction, seed):
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     val_count = int(math.floor(n * float(val_fraction)))         # < n: train keeps a sample
-    val = np.sort(_rng(seed).permutation(n)[:val_count]) if val_count else np.zeros(0, dtype=np.int64)
-    return _complement(n, val)
+    return _parts(n, _rng(seed).permutation(n)[:val_count])
 
 
 def stratified_counts(class_sizes, val_fraction):
@@ -133,20 +136,21 @@ def stratified_split(labels, val_fraction, seed):
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
-    order = np.argsort(labels, kind="stable")          # each class's samples, ascending
+    small = len(labels) and labels.min() >= 0 and labels.max() < (1 << 16)
+    order = np.argsort(labels.astype(np.uint16) if small else labels, kind="stable")   # radix sort when small
     classes, firsts, sizes = np.unique(labels[order], return_index=True, return_counts=True)
     rng, picked = _rng(seed), []
     for first, size, count in zip(firsts, sizes, stratified_counts(sizes, val_fraction)):
         if count:
             picked.append(order[first:first + size][rng.permutation(int(size))[:count]])
-    val = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
-    return _complement(len(labels), val)
+    return _parts(len(labels), np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64))
 
 
-def _complement(n, val):
-    keep = np.ones(n, dtype=bool)
-    keep[val] = False
-    return {"train": from_indices(np.flatnonzero(keep)), "val": from_indices(val)}
+def _parts(n, val):
+    """{'train', 'val'} of n samples, val holding the distinct indices `val` (any order)."""
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val] = True
+    return {"train": from_indices(np.flatnonzero(~is_val)), "val": from_indices(np.flatnonzero(is_val))}
 
 
 # ---- the splits a config asks for (labels read by rank 0, broadcast) -----------------------------------------

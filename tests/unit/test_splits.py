@@ -25,9 +25,11 @@ def covers_disjointly(parts, n):
 # ---- Split ------------------------------------------------------------------------------------------------
 def test_from_indices_keeps_contiguous_samples_a_range():
     assert from_indices([5, 3, 4]).indices is None and from_indices([5, 3, 4]) == Split(3, 6)
-    gappy = from_indices([9, 2, 4, 2])
+    gappy = from_indices([9, 2, 4])
     assert gappy.indices.tolist() == [2, 4, 9] and (gappy.start, gappy.stop, len(gappy)) == (2, 10, 3)
     assert len(from_indices([])) == 0
+    with pytest.raises(ValueError, match="distinct"):
+        from_indices([3, 1, 3])
 
 
 def test_take_maps_positions_to_samples():
