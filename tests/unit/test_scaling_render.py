@@ -109,9 +109,9 @@ ATTACKS = {   # values that ran commands or broke the quoting when values were p
 }
 
 
-def run_under_stub(tmp_path, script, extra_env=None, srun=STUB):
+def run_under_stub(tmp_path, script, extra_env=None, srun=STUB, preempt=True):
     """Runs the script with bash in tmp_path/work, stub srun (text `srun`), python and scontrol on PATH; once
-    srun runs, sends USR1 to the batch shell (if it is still running). Returns (exit code, stub argv, signals
+    srun runs, sends USR1 to the batch shell (if it is still running and `preempt`). Returns (exit code, stub argv, signals
     the stub got, scontrol argv, output)."""
     bin_dir, work = tmp_path / "bin", tmp_path / "work"
     bin_dir.mkdir()
@@ -129,7 +129,7 @@ def run_under_stub(tmp_path, script, extra_env=None, srun=STUB):
     deadline = time.monotonic() + 10
     while not os.path.exists(f"{record}.started") and shell.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    if shell.poll() is None:
+    if preempt and shell.poll() is None:
         shell.send_signal(signal.SIGUSR1)
     try:
         output = shell.communicate(timeout=5)[0]
@@ -257,5 +257,6 @@ def test_train_script_ignores_a_stale_record(tmp_path):
     (tmp_path / "work" / "runs" / "a").mkdir(parents=True)
     (tmp_path / "work" / "runs" / "a" / "summary.json").write_text('{"state": "preempted"}')
     exit_code, _, _, requeue, output = run_under_stub(tmp_path, script, {"HPCRNN_PYTHON": sys.executable},
-                                                      srun='#!/bin/bash\ntouch "$RECORD.started"\nexit 0\n')
+                                                      srun='#!/bin/bash\ntouch "$RECORD.started"\nexit 0\n',
+                                                      preempt=False)   # no USR1 racing the script's end
     assert exit_code == 0 and requeue == [] and "run state not recorded" in output, output
