@@ -1,6 +1,7 @@
 """Content checksums of data sets that come out the same whatever the number of ranks: the rows are cut in
 blocks of a fixed number of rows, each block is hashed on its own, and the block digests, joined in index
-order, are hashed again. Rank r hashes its blocks; the digests are gathered and combined."""
+order, are hashed again. Rank r hashes its blocks; the digests are gathered and combined. sha256: OpenSSL
+runs it on the CPU's SHA instructions (1.6 GB/s a core here, twice blake2b)."""
 import hashlib
 
 import numpy as np
@@ -8,9 +9,8 @@ import numpy as np
 from hpcrnn import comm as mpi
 from hpcrnn.data.shard import blockdist
 
-ALGORITHM = "blake2b-128 per block of block_rows rows (stored dtype, C order); blake2b-128 of the block digests"
+ALGORITHM = "sha256 per block of block_rows rows (stored dtype, C order); sha256 of the block digests in order"
 BLOCK_BYTES = 4 << 20
-DIGEST_SIZE = 16
 
 
 def default_block_rows(row_bytes):
@@ -20,12 +20,12 @@ def default_block_rows(row_bytes):
 
 def block_digest(rows):
     """The digest of one block: the bytes of `rows` as stored (C order)."""
-    return hashlib.blake2b(np.ascontiguousarray(rows), digest_size=DIGEST_SIZE).digest()
+    return hashlib.sha256(np.ascontiguousarray(rows)).digest()
 
 
 def combine(digests):
     """The checksum (hex) of a data set from its block digests in index order."""
-    return hashlib.blake2b(b"".join(digests), digest_size=DIGEST_SIZE).hexdigest()
+    return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
 def block_digests(rows, block_rows):
@@ -55,7 +55,7 @@ class RowHasher:
 
     def __init__(self, block_rows):
         self.block_rows, self.digests = int(block_rows), []
-        self.current, self.filled = hashlib.blake2b(digest_size=DIGEST_SIZE), 0
+        self.current, self.filled = hashlib.sha256(), 0
 
     def add(self, rows):
         rows = np.ascontiguousarray(rows)
@@ -66,7 +66,7 @@ class RowHasher:
             position, self.filled = position + take, self.filled + take
             if self.filled == self.block_rows:
                 self.digests.append(self.current.digest())
-                self.current, self.filled = hashlib.blake2b(digest_size=DIGEST_SIZE), 0
+                self.current, self.filled = hashlib.sha256(), 0
 
     def checksum(self):
         """The data set's checksum (hex) once every row was added."""
