@@ -24,6 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def set_stamped(path, stamped, saved):
     """Removes (saving it) or puts back the stamp's hpcrnn_checked flag; returns the saved value."""
     import h5py
+    with h5py.File(path, "r") as handle:
+        if ("hpcrnn_checked" in handle.attrs) == stamped or (stamped and saved is None):
+            return saved                                  # nothing to change: the file is not opened to write
     with h5py.File(path, "a") as handle:
         if stamped and saved is not None and "hpcrnn_checked" not in handle.attrs:
             handle.attrs["hpcrnn_checked"] = saved

@@ -73,9 +73,10 @@ class Trainer:
         on_layer_done = self.exchange.layer_done if self.exchange.overlap else None
         loss_sum, count = 0.0, 0            # a bad batch is not computed: its flag travels in the exchange
         if batch.problem is None:
-            loss_sum, count = self.model.forward_backward(batch.x, batch.y, self.exchange.grad, loss=self.loss,
-                                                          lengths=batch.lengths, on_layer_done=on_layer_done,
-                                                          step=self.step, sample_indices=batch.indices), len(batch.x)
+            count = len(batch.x)
+            loss_sum = self.model.forward_backward(batch.x, batch.y, self.exchange.grad, loss=self.loss,
+                                                   lengths=batch.lengths, on_layer_done=on_layer_done,
+                                                   step=self.step, sample_indices=batch.indices)
         clock.lap("t_compute")
         totals = self.exchange.finish(loss_sum, count, stop_requested, clock.times["t_compute"],
                                       bad_batch=batch.problem is not None)
