@@ -1,6 +1,7 @@
 """Startup to first step of `hpcrnn train` under mpiexec: seconds from launching the job to the first line
 of the run's metrics.jsonl (written when step 1 is done), per code tree (--side NAME=PATH, put first on
-PYTHONPATH), data file, stamp state and page cache state, interleaved and repeated; medians.
+PYTHONPATH), data file, stamp state and page cache state, interleaved and repeated; medians. With
+--measure open: the seconds of open_dataset alone (where main scans the values).
 
 "unstamped" runs remove the file's hpcrnn_checked attribute (the flag written last, so the rest of the stamp
 is ignored) and put it back afterwards; "cold" runs first evict the file's pages from the page cache
@@ -49,12 +50,13 @@ def first_step_seconds(tree, data, ranks, launcher, extra):
     """Seconds from launch to the first metrics line, and the job's exit status."""
     run_dir = tempfile.mkdtemp(prefix="hpcrnn-startup-")
     metrics = os.path.join(run_dir, "metrics.jsonl")
-    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}       # and cwd: `-m` puts the cwd first on sys.path
     command = [launcher, "-n", str(ranks), sys.executable, "-m", "hpcrnn", "train", "--data", data,
                "--run-dir", run_dir, "--max-steps", "2", "--set", "train.progress=none",
                "--set", "data.val_fraction=0", *extra]
     started = time.perf_counter()
-    job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(command, env=env, cwd=os.path.abspath(tree), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
     first = None
     while job.poll() is None:
         if first is None and os.path.exists(metrics) and os.path.getsize(metrics) > 0:
@@ -69,6 +71,21 @@ def first_step_seconds(tree, data, ranks, launcher, extra):
     return first
 
 
+OPEN = ("import sys, time; t = time.perf_counter(); from hpcrnn import comm; from hpcrnn.data.schema import "
+        "open_dataset; w = comm.world(); open_dataset(sys.argv[1], w); "
+        "s = comm.max_value(w, time.perf_counter() - t); print(f'<{s}>') if w.rank == 0 else None")
+
+
+def open_seconds(tree, data, ranks, launcher, extra):
+    """Seconds of open_dataset alone (imports of hpcrnn.data included; slowest rank): what opening costs."""
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+    result = subprocess.run([launcher, "-n", str(ranks), sys.executable, "-c", OPEN, data], env=env,
+                            cwd=os.path.abspath(tree), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"open_dataset of {data} failed: {result.stderr.strip()[-500:]}")
+    return float(result.stdout.split("<")[1].split(">")[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--side", action="append", required=True, help="NAME=PATH of a code tree")
@@ -78,9 +95,17 @@ def main():
     parser.add_argument("--cache", nargs="+", default=["warm", "cold"], choices=("warm", "cold"))
     parser.add_argument("--states", nargs="+", default=["stamped", "unstamped"], choices=("stamped", "unstamped"))
     parser.add_argument("--set", action="append", default=[], help="more train --set overrides")
+    parser.add_argument("--measure", choices=("first-step", "open"), default="first-step",
+                        help="first-step: launch to the first metrics line; open: open_dataset alone")
     args = parser.parse_args()
     launcher = open(os.path.join(ROOT, ".venv", ".mpiexec")).read().strip()
     sides = dict(side.split("=", 1) for side in args.side)
+    args.data = [os.path.abspath(data) for data in args.data]     # the jobs run in each side's tree
+    for name, tree in sides.items():                                # prove which code each side runs
+        found = subprocess.run([sys.executable, "-c", "import hpcrnn; print(hpcrnn.__file__)"], cwd=tree,
+                               env={**os.environ, "PYTHONPATH": os.path.abspath(tree)}, capture_output=True,
+                               text=True).stdout.strip()
+        print(f"{name}: {found}", flush=True)
     extra = [item for value in args.set for item in ("--set", value)]
     times, saved = {}, {}
     try:
@@ -92,14 +117,15 @@ def main():
                         for name, tree in sides.items():
                             if cache == "cold":
                                 evict(data)
-                            seconds = first_step_seconds(tree, data, args.ranks, launcher, extra)
+                            measure = first_step_seconds if args.measure == "first-step" else open_seconds
+                            seconds = measure(tree, data, args.ranks, launcher, extra)
                             times.setdefault((name, data, state, cache), []).append(seconds)
                             print(f"repeat {repeat} {name} {os.path.basename(data)} {state} {cache}: "
                                   f"{seconds:.2f} s", flush=True)
     finally:
         for data, value in saved.items():
             set_stamped(data, True, value)
-    print(f"\nstartup to first step, median of {args.repeats}, mpiexec -n {args.ranks} "
+    print(f"\n{'startup to first step' if args.measure == 'first-step' else 'open_dataset'}, median of {args.repeats}, mpiexec -n {args.ranks} "
           f"(file size GiB: {', '.join(f'{os.path.basename(d)} {os.path.getsize(d) / 2**30:.2f}' for d in args.data)})")
     for (name, data, state, cache), values in times.items():
         print(f"{name:>8} {os.path.basename(data):>10} {state:>10} {cache:>5}: {statistics.median(values):6.2f} s  "

@@ -24,7 +24,10 @@ def check_file(path, comm, write_stamp=False, force=False):
     (stored, note, layout, checks), message = attempt(path, _stored, path)
     mpi.agree(comm, message, DataError)
     names = scan.datasets(info)
-    block_rows = stored.block_rows if stored is not None and stored.block_rows else 0
+    comparable = stored is not None and stored.block_rows > 0 and stored.algorithm == checksum.ALGORITHM
+    if stored is not None and stored.digests and not comparable:
+        note = f"its stamp's checksums ({stored.algorithm}) are not comparable with {checksum.ALGORITHM}"
+    block_rows = stored.block_rows if comparable else 0
     if not block_rows:
         block_rows = checksum.default_block_rows(scan.row_bytes(info, names[0]))
     findings = scan.scan_file(info, comm, check_finite=True, block_rows=block_rows)
@@ -32,7 +35,7 @@ def check_file(path, comm, write_stamp=False, force=False):
     if info.task == "classification":
         mpi.agree(comm, attempt(path, check_classes, info, int(findings["label_max"]) + 1)[1], DataError)
     digests = findings["digests"]
-    changed = [name for name in names if stored is not None and name in stored.digests
+    changed = [name for name in names if comparable and name in stored.digests
                and stored.digests[name] != digests[name]]
     if changed and not (write_stamp and force):
         name = changed[0]
@@ -42,7 +45,7 @@ def check_file(path, comm, write_stamp=False, force=False):
     summary = (f"{path}: clean: {info.num_rows if info.form == 'series' else info.num_samples} "
                f"{'rows' if info.form == 'series' else 'samples'} checked ({', '.join(checks)}) on {comm.size} "
                f"rank(s); checksums " + " ".join(f"/{name} {digests[name]}" for name in names))
-    if stored is not None and not changed:
+    if comparable and not changed:
         summary += f"; they match the stamp ({stored.by})"
     elif note:
         summary += f"; note: {note}"

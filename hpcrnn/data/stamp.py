@@ -25,6 +25,7 @@ class Stamp:
     block_rows: int = 0           # checksum block size in rows (0: no checksums)
     digests: dict = field(default_factory=dict)   # data set name -> checksum (hex)
     by: str = ""                  # "hpcrnn 0.1.0 (synth)"
+    algorithm: str = checksum.ALGORITHM    # of the digests
 
 
 def layout_of(handle):
@@ -52,7 +53,8 @@ def read(handle):
                       block_rows=int(attrs.get("hpcrnn_checksum_block_rows", 0)),
                       digests={key[len(PREFIX):]: str(attrs[key]) for key in attrs
                                if key.startswith(PREFIX) and key[len(PREFIX):] in DATASETS},
-                      by=str(attrs.get("hpcrnn_checked_by", "")))
+                      by=str(attrs.get("hpcrnn_checked_by", "")),
+                      algorithm=str(attrs.get("hpcrnn_checksum_algorithm", "")))
     except (KeyError, ValueError, TypeError):
         return None, "its stamp is incomplete"
     if int(np.asarray(attrs[CHECKED]).reshape(-1)[0]) != 1:

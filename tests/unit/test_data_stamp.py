@@ -159,3 +159,12 @@ def test_each_batch_is_checked_as_it_is_read(tmp_path, name):
     trusting = open_dataset(path, SELF, check_finite=False)
     left = first_problems(trusting, iterate_in_order(trusting, (0, info.num_samples), 8, SELF))
     assert bool(left) == (name == "bad_lengths")          # check_finite = false: only the range checks
+
+
+def test_checksums_of_another_algorithm_are_noted_not_compared(tmp_path):
+    path = synth(tmp_path / "s.h5")
+    with h5py.File(path, "a") as handle:
+        handle.attrs["hpcrnn_checksum_algorithm"] = "md5 of everything"
+        handle.attrs["hpcrnn_checksum_inputs"] = "0" * 64
+    summary = check([path])
+    assert "not comparable" in summary and "match the stamp" not in summary and open_dataset(path, SELF).checked
