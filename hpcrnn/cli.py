@@ -1,4 +1,4 @@
-"""Thin subcommands: `hpcrnn synth|prepare|train|evaluate|predict|report|scaling|jobs|info`, serial or under MPI."""
+"""Thin subcommands: `hpcrnn synth|prepare|check|train|evaluate|predict|report|scaling|jobs|info`, serial or under MPI."""
 import argparse
 import sys
 
@@ -15,9 +15,10 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="hpcrnn", description=__doc__.split(":")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    from hpcrnn.data.commands import add_prepare_args, add_synth_args
+    from hpcrnn.data.commands import add_check_args, add_prepare_args, add_synth_args
     add_synth_args(sub.add_parser("synth", help="write a synthetic dataset (in parallel under MPI)"))
     add_prepare_args(sub.add_parser("prepare", help="convert CSV/.npy/.npz to the hpcrnn HDF5 schema"))
+    add_check_args(sub.add_parser("check", help="scan a data file's values in parallel (and --stamp it)"))
     train = sub.add_parser("train", help="train a model (serial, mpiexec or srun)")
     train.add_argument("--config", help="TOML config file")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
@@ -119,7 +120,7 @@ def cmd_info(args, comm):
 
 
 def dispatch(args, comm):
-    if args.command in ("synth", "prepare"):
+    if args.command in ("synth", "prepare", "check"):
         from hpcrnn.data import commands
         summary = getattr(commands, f"run_{args.command}")(args, comm)
         if comm.rank == 0:

@@ -205,18 +205,19 @@ def compute_statistics(slots):
 
 class Totals:
     """The reduced tail of the fused buffer: summed loss and sample count, whether any rank saw a non-finite
-    loss, whether any rank was asked to stop, and every rank's compute time of the step (`compute`, [P])."""
+    loss, whether any rank was asked to stop, whether any rank read a bad batch (`bad`: then every rank
+    agrees on the message), and every rank's compute time of the step (`compute`, [P])."""
 
     def __init__(self, tail):
         self.loss_sum, self.count = float(tail[0]), float(tail[1])
-        self.nonfinite, self.stop = bool(tail[2] > 0), bool(tail[3] > 0)
+        self.nonfinite, self.stop, self.bad = bool(tail[2] > 0), bool(tail[3] > 0), bool(tail[4] > 0)
         self.compute = np.array(tail[FusedExchange.TAIL:], dtype=np.float64)
         self.compute_max, self.slowest_rank, self.compute_median = compute_statistics(self.compute)
 
 
 class FusedExchange:
-    """One flat buffer [gradients | loss sum | sample count | non-finite flag | stop flag | compute time of
-    rank 0 .. rank P-1] summed over the ranks in one Allreduce (or, with overlap, one non-blocking reduction
+    """One flat buffer [gradients | loss sum | sample count | non-finite flag | stop flag | bad-batch flag |
+    compute time of rank 0 .. rank P-1] summed over the ranks in one Allreduce (or, with overlap, one non-blocking reduction
     per layer as BPTT finishes it, top layer first, then the head and the tail). `grad` is the gradient part,
     for the model to add into.
 
@@ -226,7 +227,7 @@ class FusedExchange:
 
     Every rank makes the same calls in the same order, also a rank with an empty batch."""
 
-    TAIL = 4      # scalars before the P per-rank slots
+    TAIL = 5      # scalars before the P per-rank slots
 
     @staticmethod
     def tail_size(ranks):
@@ -252,11 +253,11 @@ class FusedExchange:
             start, stop = self.layer_spans[layer]
             self.posted.append(start_allreduce(self.comm, self.buffer[start:stop]))
 
-    def finish(self, loss_sum, count, stop_requested, t_compute=0.0):
+    def finish(self, loss_sum, count, stop_requested, t_compute=0.0, bad_batch=False):
         """Fills the tail (this rank's compute time in its own slot) and completes the reduction (the stall
         inspector watches it); returns Totals."""
         self.tail[:self.TAIL] = (loss_sum, count, 0.0 if np.isfinite(loss_sum) else 1.0,
-                                 1.0 if stop_requested else 0.0)
+                                 1.0 if stop_requested else 0.0, 1.0 if bad_batch else 0.0)
         self.tail[self.TAIL + self.comm.rank] = t_compute
         if not self.overlap:
             allreduce_sum(self.comm, self.buffer, self.timeout_s)

@@ -36,13 +36,16 @@ def evaluate_split(model, info, split, loss, comm, batch_size, reads="auto", sco
     from hpcrnn.data.loader import iterate_in_order
     extra = scores.sums if scores is not None else np.zeros(0)
     sums = np.zeros(len(STAT_KEYS) + len(extra))
+    problem = None                      # the first bad batch's message; later batches are read, not computed
     for batch in iterate_in_order(info, split, batch_size, comm, dtype=model.dtype, reads=reads):
-        if len(batch.x):
+        problem = problem or batch.problem
+        if len(batch.x) and problem is None:
             stats = model.per_sample_stats(batch.x, batch.y, loss, lengths=batch.lengths)
             sums[:len(STAT_KEYS)] += [stats.get(k, 0.0) for k in STAT_KEYS]
             if scores is not None:
                 scores.add(batch.x, batch.y, batch.lengths, model.predict(batch.x, lengths=batch.lengths))
     sums[len(STAT_KEYS):] = extra
+    mpi.agree(comm, problem, DataError)
     if comm.size > 1:
         mpi.allreduce_sum(comm, sums)
     out = summarise(sums[:len(STAT_KEYS)], loss)

@@ -98,7 +98,11 @@ def write_predictions(model, meta, info, path, comm, batch_size, checkpoint_path
         out.attrs["loss"] = meta["model"]["loss"]
         rows = max(1, min(n, (1 << 20) // max(1, int(np.prod(shape[1:])) * 4)))
         dset = out.create_dataset("predictions", shape=shape, dtype="f4", chunks=(rows,) + shape[1:])
+        problem = None                  # the first bad batch's message; later batches are read, not predicted
         for batch in iterate_in_order(info, (0, n), batch_size, comm, dtype=model.dtype):
+            problem = problem or batch.problem
             if len(batch.indices):
                 first = int(batch.indices[0])
-                dset[first:first + len(batch.indices)] = model.predict(batch.x, lengths=batch.lengths)
+                if problem is None:
+                    dset[first:first + len(batch.indices)] = model.predict(batch.x, lengths=batch.lengths)
+        mpi.agree(comm, problem, DataError)

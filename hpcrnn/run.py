@@ -51,6 +51,9 @@ def _train(config, comm, stream, stop, run_dir):
                f"{trainer.model.num_params} parameters) on {info.path}: {len(splits['train'])} "
                f"train samples, {comm.size} rank(s), {trainer.steps_per_epoch} steps/epoch"
                + (f", resumed from {resumed_from}" if resumed_from else ""))
+    if info.stamp_note:
+        writer.say(f"note: {info.path}: {info.stamp_note}; its values are checked batch by batch "
+                   f"(hpcrnn check --stamp {info.path} checks them once)")
     clock = PhaseClock()
     try:
         summary = trainer.run(stop)

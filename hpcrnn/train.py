@@ -7,7 +7,7 @@ import numpy as np
 from hpcrnn import checkpoint as ckpt
 from hpcrnn import comm as mpi
 from hpcrnn.config import to_toml
-from hpcrnn.errors import HpcrnnError
+from hpcrnn.errors import DataError, HpcrnnError
 from hpcrnn.evaluate import evaluate_split, resolve_loss
 from hpcrnn.log import PhaseClock, Writer
 from hpcrnn.monitor import Monitor, check_monitor
@@ -78,11 +78,17 @@ class Trainer:
         clock = PhaseClock()
         self.exchange.start()
         on_layer_done = self.exchange.layer_done if self.exchange.overlap else None
-        loss_sum = self.model.forward_backward(batch.x, batch.y, self.exchange.grad, loss=self.loss,
-                                               lengths=batch.lengths, on_layer_done=on_layer_done,
-                                               step=self.step, sample_indices=batch.indices)
+        loss_sum, count = 0.0, 0            # a bad batch is not computed: its flag travels in the exchange
+        if batch.problem is None:
+            count = len(batch.x)
+            loss_sum = self.model.forward_backward(batch.x, batch.y, self.exchange.grad, loss=self.loss,
+                                                   lengths=batch.lengths, on_layer_done=on_layer_done,
+                                                   step=self.step, sample_indices=batch.indices)
         clock.lap("t_compute")
-        totals = self.exchange.finish(loss_sum, len(batch.x), stop_requested, clock.times["t_compute"])
+        totals = self.exchange.finish(loss_sum, count, stop_requested, clock.times["t_compute"],
+                                      bad_batch=batch.problem is not None)
+        if totals.bad:                      # every rank learns the first rank's message and raises it
+            mpi.agree(self.comm, batch.problem, DataError)
         clock.lap("t_comm" if self.comm.size > 1 else "t_compute")
         self.epoch_compute += totals.compute
         lr, grad_norm = self.update(totals)

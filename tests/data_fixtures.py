@@ -1,5 +1,5 @@
-"""Small schema v1 files for the data tests: valid ones of every form and a catalogue of broken ones,
-each paired with the text its error message must contain. Sample i's inputs start with the value i."""
+"""Small schema v1 files for the data tests: valid ones of every form and catalogues of broken ones (bad
+layouts, bad values), each paired with the text its error message must contain. Sample i's inputs start with the value i."""
 import dataclasses
 
 import numpy as np
@@ -80,16 +80,24 @@ BAD_FILES = {
     "length_mismatch": (lambda p: _edit(write_windows(p), lambda h: (
         h.__delitem__("targets"), h.create_dataset("targets", data=np.zeros((49, 2), np.float32)))),
         "/targets has 49 samples"),
+    "negative_label": (lambda p: _edit(write_windows(p, output="labels"), _set_value("labels", 23, -1)),
+                       "/labels at sample 23 is negative"),
+    "lookback_too_long": (lambda p: write_series(p, rows=20, lookback=19, horizon=2), "fewer than lookback"),
+    "series_attribute": (lambda p: _edit(write_series(p), lambda h: h["series"].attrs.__delitem__("stride")),
+                         "attribute 'stride' is missing"),
+    "bad_split": (lambda p: write_windows(p, splits={"train": (0, 80)}), "split_train"),
+}
+
+
+BAD_VALUES = {
+    # bad values in a well-formed file: found by `hpcrnn check` and by the check of each batch as it is read
+    # (opening such a file succeeds). name: (function writing it at path, text the error must contain)
     "nan_inputs": (lambda p: _edit(write_windows(p), _set_value("inputs", (37, 1, 2), np.nan)),
                    "/inputs contains NaN or Inf at sample 37"),
     "inf_targets": (lambda p: _edit(write_windows(p), _set_value("targets", (44, 0), np.inf)),
                     "/targets contains NaN or Inf at sample 44"),
     "bad_lengths": (lambda p: _edit(write_windows(p, lengths=True), _set_value("lengths", 41, 9)),
                     "/lengths at sample 41 is outside [1, 4]"),
-    "lookback_too_long": (lambda p: write_series(p, rows=20, lookback=19, horizon=2), "fewer than lookback"),
-    "series_attribute": (lambda p: _edit(write_series(p), lambda h: h["series"].attrs.__delitem__("stride")),
-                         "attribute 'stride' is missing"),
     "nan_series": (lambda p: _edit(write_series(p), _set_value("series", (150, 0), np.nan)),
                    "/series contains NaN or Inf at row 150"),
-    "bad_split": (lambda p: write_windows(p, splits={"train": (0, 80)}), "split_train"),
 }

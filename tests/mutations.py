@@ -63,10 +63,10 @@ MUTATIONS = [
          mpi=[EVALUATE_MPI]),
     dict(id="predict-local-rows", what="predict writes each rank's rows at rank-local offsets",
          edits=[("hpcrnn/predict.py", "        for batch in iterate_in_order(info, (0, n), batch_size, comm, "
-                 "dtype=model.dtype):\n            if len(batch.indices):\n"
+                 "dtype=model.dtype):\n            problem = problem or batch.problem\n            if len(batch.indices):\n"
                  "                first = int(batch.indices[0])\n",
                  "        local = 0\n        for batch in iterate_in_order(info, (0, n), batch_size, comm, "
-                 "dtype=model.dtype):\n            if len(batch.indices):\n"
+                 "dtype=model.dtype):\n            problem = problem or batch.problem\n            if len(batch.indices):\n"
                  "                first, local = local, local + len(batch.indices)\n")],
          mpi=[EVALUATE_MPI + "::test_cli_predict_rows_match_model_predict"]),
     dict(id="allreduce-no-timeout", what="the training step's Allreduce is called without the stall timeout",

@@ -1,5 +1,6 @@
-"""The `synth` and `prepare` subcommands: argparse flags and runners for hpcrnn/cli.py, plus a standalone
-`python -m hpcrnn.data.commands {synth,prepare} ...` that prints a one-line error and exits 1 on failure."""
+"""The `synth`, `prepare` and `check` subcommands: argparse flags and runners for hpcrnn/cli.py, plus a
+standalone `python -m hpcrnn.data.commands {synth,prepare,check} ...` that prints a one-line error and exits 1
+on failure."""
 import argparse
 import sys
 
@@ -78,16 +79,32 @@ def run_prepare(args, comm):
     return summary
 
 
+def add_check_args(parser):
+    parser.add_argument("file", metavar="FILE", help="a schema v1 data file")
+    parser.add_argument("--stamp", action="store_true", help="after a clean scan, record in the file that its "
+                        "values were checked, with checksums (train then skips every check of the values)")
+    parser.add_argument("--force", action="store_true", help="with --stamp: stamp even if the values no longer "
+                        "match the checksums of the file's stamp (they were changed on purpose)")
+    return parser
+
+
+def run_check(args, comm):
+    """Scans (and stamps) the file; returns a one-line summary (the caller prints it on rank 0)."""
+    from hpcrnn.data.filecheck import check_file
+    return check_file(args.file, comm, write_stamp=args.stamp, force=args.force)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m hpcrnn.data.commands")
     commands = parser.add_subparsers(dest="command", required=True)
     add_synth_args(commands.add_parser("synth"))
     add_prepare_args(commands.add_parser("prepare"))
+    add_check_args(commands.add_parser("check"))
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     comm = mpi.world()
     try:
-        summary = (run_synth if args.command == "synth" else run_prepare)(args, comm)
+        summary = {"synth": run_synth, "prepare": run_prepare, "check": run_check}[args.command](args, comm)
     except HpcrnnError as error:
         if args.debug:
             raise

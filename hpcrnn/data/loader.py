@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpcrnn.data.batch_check import first_problem
 from hpcrnn.data.batch_reads import open_reader
 from hpcrnn.data.prefetch import Prefetcher
 from hpcrnn.data.read_mode import prefetch_allowed, read_mode
@@ -25,7 +26,8 @@ class Batch:
     lengths: np.ndarray        # int64 [b_local] or None
     global_count: int          # samples in the global batch (same on every rank)
     indices: np.ndarray        # global sample indices this rank got, in batch order
-    t_io: float                # seconds the consumer spent waiting for or cutting this batch
+    t_io: float                # seconds the consumer spent waiting for, cutting or checking this batch
+    problem: str = None        # batch_check.first_problem: the first bad value's message, or None
 
 
 class BatchLoader:
@@ -92,9 +94,10 @@ class BatchLoader:
                 for mine, count in group:
                     t1 = time.perf_counter()
                     samples = self.reader.take(read, mine, self.buffers)
+                    problem = first_problem(self.info, samples.x, samples.y, samples.lengths, mine)
                     t_io = t_wait + time.perf_counter() - t1
                     t_wait = 0.0
-                    yield Batch(samples.x, samples.y, samples.lengths, count, mine, t_io)
+                    yield Batch(samples.x, samples.y, samples.lengths, count, mine, t_io, problem)
                 self.reader.release(read)
                 del read
                 prefetcher.release()
@@ -129,6 +132,7 @@ def iterate_in_order(info, split, batch_size, comm, dtype=np.float32, reads="aut
             read = reader.read(indices)
             samples = reader.take(read, indices, buffers)
             reader.release(read)
-            yield Batch(samples.x, samples.y, samples.lengths, -1, indices, time.perf_counter() - t0)
+            problem = first_problem(info, samples.x, samples.y, samples.lengths, indices)
+            yield Batch(samples.x, samples.y, samples.lengths, -1, indices, time.perf_counter() - t0, problem)
     finally:
         reader.close()

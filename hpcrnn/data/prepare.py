@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 
 from hpcrnn import comm as mpi
-from hpcrnn.data import tabular
+from hpcrnn.data import checksum, scan, stamp, tabular
 from hpcrnn.data.parallel import attempt, chunk_rows
-from hpcrnn.data.schema import describe
+from hpcrnn.data.schema import check_classes, describe
 from hpcrnn.errors import ConfigError, DataError
 
 
@@ -74,13 +74,31 @@ def _prepare(spec):
     if names and columns is not None:
         names = [names[i] for i in columns]
     if "series" in sources:
-        _write_series(spec, sources["series"], names)
+        block_rows, hashers = _write_series(spec, sources["series"], names)
     elif "inputs" in sources and ("targets" in sources or "labels" in sources):
-        _write_windows(spec, sources)
+        block_rows, hashers = _write_windows(spec, sources)
     else:
         raise DataError(f"{spec.input}: expected a 2-D series, or 'inputs' with 'targets' or 'labels' "
                         f"(found {', '.join(sorted(sources)) or 'nothing'})")
-    describe(spec.out)
+    _stamp(describe(spec.out), block_rows, hashers)
+
+
+def _stamp(info, block_rows, hashers):
+    """Checks the labels and lengths written (the floats were checked on the way in) and stamps the file."""
+    names = [name for name in ("labels", "lengths") if name in hashers]
+    label_max = -1
+    if names:
+        findings = scan.scan_file(info, mpi.self_comm(), check_finite=False, names=names)
+        message = scan.verdict(info, findings)
+        if message:
+            raise DataError(message)
+        if info.task == "classification":
+            label_max = int(findings["label_max"])
+            check_classes(info, label_max + 1)
+    with h5py.File(info.path, "r") as handle:
+        layout, checks = stamp.layout_of(handle), stamp.checks_for(handle)
+    digests = {name: hasher.checksum() for name, hasher in hashers.items()}
+    stamp.write(info.path, stamp.Stamp(checks, layout, label_max, block_rows, digests, stamp.made_by("prepare")))
 
 
 def chronological_splits(count, val_fraction, test_fraction, gap, path):
@@ -118,11 +136,14 @@ def _kept_blocks(source, keep=None):
         yield block if chosen.all() else block[chosen]
 
 
-def _copy(blocks, dset):
-    """Writes the blocks into dset from row 0, then shrinks dset to the rows written; returns their number."""
+def _copy(blocks, dset, hasher):
+    """Writes the blocks into dset from row 0 (hashing them as stored), then shrinks dset to the rows written;
+    returns their number."""
     position = 0
     for block in blocks:
+        block = np.asarray(block, dtype=dset.dtype)
         dset[position:position + len(block)] = block
+        hasher.add(block)
         position += len(block)
     dset.resize(position, axis=0)
     return position
@@ -168,12 +189,18 @@ def _moments(dset, stop, lengths=None):
     return mean + shift, np.where(std > 0, std, 1.0)
 
 
-def _normalise(handle, dset, mean, std):
-    """dset = (dset - mean) / std in place, block by block; stores /stats/mean and /stats/std."""
+def _normalise(handle, dset, mean, std, hasher):
+    """dset = (dset - mean) / std in place, block by block (hashing the values stored); stores /stats/mean and
+    /stats/std. A value that overflows float32 once normalised is refused, naming its row."""
     step = tabular.rows_per_block(dset.shape, np.float64)
     for first in range(0, dset.shape[0], step):
-        block = dset[first:first + step].astype(np.float64)
-        dset[first:first + step] = ((block - mean) / std).astype(dset.dtype)
+        block = ((dset[first:first + step].astype(np.float64) - mean) / std).astype(dset.dtype)
+        bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"{dset.file.filename}: /{dset.name.lstrip('/')} row {first + int(np.argmax(bad))} "
+                            f"overflows float32 once normalised by /stats (use --no-normalize)")
+        dset[first:first + step] = block
+        hasher.add(block)
     handle.create_dataset("stats/mean", data=mean.astype(np.float32))
     handle.create_dataset("stats/std", data=std.astype(np.float32))
     handle["stats"].attrs["note"] = "inputs are stored normalised: x = (raw - mean) / std, train split only"
@@ -184,10 +211,12 @@ def _write_series(spec, source, names):
     targets = (_resolve(spec.target_columns, names or [str(i) for i in range(features)], "--target-columns",
                         spec.input) if spec.target_columns else [0])
     _series_splits(spec, rows)        # too few rows: refused before anything is written
+    block_rows = checksum.default_block_rows(features * 4)
+    hashers = {"series": checksum.RowHasher(block_rows)}
     with _create_output(spec.out) as handle:
         series = handle.create_dataset("series", (rows, features), dtype="f4", maxshape=(None, features),
                                        chunks=(chunk_rows(features * 4, rows), features))
-        kept = _copy(_checked_blocks(source, spec.drop_nonfinite), series)
+        kept = _copy(_checked_blocks(source, spec.drop_nonfinite), series, hashers["series"])
         _note_dropped(handle, spec, rows - kept)
         splits = _series_splits(spec, kept)
         for name, value in (("lookback", spec.lookback), ("horizon", spec.horizon), ("stride", spec.stride)):
@@ -198,7 +227,9 @@ def _write_series(spec, source, names):
         _write_splits(handle, splits)
         if spec.normalize:
             train_rows = (splits["train"][1] - 1) * spec.stride + spec.lookback + spec.horizon
-            _normalise(handle, series, *_moments(series, train_rows))
+            hashers["series"] = checksum.RowHasher(block_rows)
+            _normalise(handle, series, *_moments(series, train_rows), hashers["series"])
+    return block_rows, hashers
 
 
 def _series_splits(spec, rows):
@@ -230,6 +261,9 @@ def _write_windows(spec, sources):
             raise DataError(f"{spec.input}: '{name}' has {sources[name].shape[0]} samples but 'inputs' has {count}")
     chronological_splits(count, spec.val_fraction, spec.test_fraction, max(spec.gap, 0), spec.input)
     keep = _finite_samples(sources, count) if spec.drop_nonfinite else None
+    block_rows = checksum.default_block_rows(4 * int(np.prod(inputs.shape[1:], dtype=np.int64)))
+    hashers = {name: checksum.RowHasher(block_rows) for name in ("inputs", "targets", "labels", "lengths")
+               if name in sources}
     with _create_output(spec.out) as handle:
         for name in ("inputs", "targets", "labels", "lengths"):
             if name not in sources:
@@ -240,10 +274,13 @@ def _write_windows(spec, sources):
             dset = handle.create_dataset(name, source.shape, dtype=dtype, maxshape=(None,) + tuple(source.shape[1:]),
                                          chunks=(chunk_rows(row_bytes, count),) + tuple(source.shape[1:]))
             blocks = _checked_blocks(source, spec.drop_nonfinite, keep) if dtype == "f4" else _kept_blocks(source, keep)
-            kept = _copy(blocks, dset)
+            kept = _copy(blocks, dset, hashers[name])
         _note_dropped(handle, spec, count - kept)
         splits = chronological_splits(kept, spec.val_fraction, spec.test_fraction, max(spec.gap, 0), spec.input)
         _write_splits(handle, splits)
         if spec.normalize:
             lengths = handle["lengths"][:] if "lengths" in handle else None
-            _normalise(handle, handle["inputs"], *_moments(handle["inputs"], splits["train"][1], lengths))
+            hashers["inputs"] = checksum.RowHasher(block_rows)
+            _normalise(handle, handle["inputs"], *_moments(handle["inputs"], splits["train"][1], lengths),
+                       hashers["inputs"])
+    return block_rows, hashers

@@ -1,26 +1,39 @@
-"""Parallel content scan of a data file: each rank checks its block of samples piece by piece (NaN/Inf,
-label and length ranges), then one reduction gives every rank the first offending index of each kind."""
+"""Parallel content scan of a data file: each rank checks its run of blocks of samples (NaN/Inf, label and
+length ranges, optionally a checksum per data set), then one reduction gives every rank the first offending
+index of each kind. `hpcrnn check` scans everything; opening an unstamped classification file scans /labels."""
 import h5py
 import numpy as np
 
 from hpcrnn import comm as mpi
-from hpcrnn.data.parallel import attempt, chunk_length
-from hpcrnn.data.shard import blockdist
+from hpcrnn.data import checksum
+from hpcrnn.data.parallel import attempt
 from hpcrnn.errors import DataError
 
 NONE = np.iinfo(np.int64).max
-PIECE_BYTES = 8 << 20
 KEYS = ("inputs", "targets", "lengths", "labels", "label_max")
 
 
-def scan_file(info, comm, check_finite):
-    """Returns {key: value} reduced over ranks: first bad sample (or row) index per key (NONE when clean)
-    and label_max. Read errors are agreed on first, so every rank raises the same DataError."""
-    local, message = attempt(info.path, _scan_local, info, comm, check_finite)
+def datasets(info):
+    """The data sets of the file, in scan order."""
+    if info.form == "series":
+        return ("series",)
+    return ("inputs", info.target_name.lstrip("/")) + (("lengths",) if info.has_lengths else ())
+
+
+def scan_file(info, comm, check_finite=True, names=None, block_rows=0):
+    """Returns {key: value} reduced over ranks: first bad sample (or row) index per key (NONE when clean),
+    label_max, and "digests" {name: checksum} of the data sets scanned when block_rows > 0 (blocks of that
+    many rows). names: the data sets to scan (default all). Read errors are agreed on first, so every rank
+    raises the same DataError."""
+    names = tuple(names or datasets(info))
+    rows = block_rows or checksum.default_block_rows(row_bytes(info, names[0]))
+    result, message = attempt(info.path, _scan_local, info, comm, check_finite, names, rows, block_rows > 0)
     mpi.agree(comm, message, DataError)
+    local, digests = result
     reduced = mpi.allreduce_min(comm, local)
     findings = dict(zip(KEYS, reduced.tolist()))
     findings["label_max"] = -findings["label_max"]
+    findings["digests"] = checksum.gathered(comm, digests) if block_rows > 0 else {}
     return findings
 
 
@@ -44,61 +57,45 @@ def verdict(info, findings):
     return None
 
 
-def _pieces(dset, start, stop):
-    """Yields (offset, array) pieces of rows [start, stop) of dset of about PIECE_BYTES, chunk-aligned."""
-    row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
-    chunk = chunk_length(dset)
-    rows = max(chunk, (PIECE_BYTES // max(row_bytes, 1)) // chunk * chunk)
-    position = start
-    while position < stop:
-        end = min(stop, (position // rows + 1) * rows)
-        yield position, dset[position:end]
-        position = end
-
-
-def _first_nonfinite(dset, start, stop):
-    for offset, piece in _pieces(dset, start, stop):
-        good = np.isfinite(piece.reshape(len(piece), -1)).all(axis=1)
-        if not good.all():
-            return offset + int(np.argmin(good))
-    return NONE
-
-
-def _first_where(dset, start, stop, is_bad):
-    for offset, piece in _pieces(dset, start, stop):
-        bad = is_bad(piece)
-        if bad.any():
-            return offset + int(np.argmax(bad))
-    return NONE
-
-
-def _label_max(dset, start, stop):
-    best = -1
-    for _, piece in _pieces(dset, start, stop):
-        if len(piece):
-            best = max(best, int(piece.max()))
-    return best
-
-
-def _scan_local(info, comm, check_finite):
-    """This rank's findings as an int64 array ordered like KEYS (label_max stored negated, for MIN)."""
-    found = np.array([NONE, NONE, NONE, NONE, 1], dtype=np.int64)
-    total = info.num_rows if info.form == "series" else info.num_samples
-    count, start = blockdist(total, comm.size, comm.rank)
-    stop = start + count
+def row_bytes(info, name):
+    """Bytes of one row of data set `name` of the file."""
     with h5py.File(info.path, "r") as handle:
-        if info.form == "series":
-            if check_finite:
-                found[0] = _first_nonfinite(handle["series"], start, stop)
-            return found
-        if check_finite:
-            found[0] = _first_nonfinite(handle["inputs"], start, stop)
-            if info.task == "regression":
-                found[1] = _first_nonfinite(handle["targets"], start, stop)
-        if info.has_lengths:
-            found[2] = _first_where(handle["lengths"], start, stop,
-                                    lambda piece: (piece < 1) | (piece > info.seq_len))
-        if info.task == "classification":
-            found[3] = _first_where(handle["labels"], start, stop, lambda piece: piece < 0)
-            found[4] = -_label_max(handle["labels"], start, stop)
-    return found
+        dset = handle[name]
+        return dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+
+
+def _first(bad, offset):
+    return offset + int(np.argmax(bad)) if bad.any() else NONE
+
+
+def _check_piece(info, name, piece, offset, found, check_finite):
+    """Updates found (ordered like KEYS, label_max negated) with what piece (rows from offset) shows."""
+    if name in ("inputs", "series", "targets") and check_finite and len(piece):
+        low, high = piece.min(), piece.max()            # NaN or Inf shows here; no temporary array
+        if not (np.isfinite(low) and np.isfinite(high)):
+            slot = 1 if name == "targets" else 0
+            good = np.isfinite(piece.reshape(len(piece), -1)).all(axis=1)
+            found[slot] = min(found[slot], _first(~good, offset))
+    elif name == "lengths":
+        found[2] = min(found[2], _first((piece < 1) | (piece > info.seq_len), offset))
+    elif name == "labels" and len(piece):
+        found[3] = min(found[3], _first(piece < 0, offset))
+        found[4] = min(found[4], -int(piece.max()))
+
+
+def _scan_local(info, comm, check_finite, names, block_rows, hashed):
+    """This rank's findings as an int64 array ordered like KEYS (label_max negated, for MIN) and
+    {name: [block digests]} of its rows (empty lists when not hashed)."""
+    found = np.array([NONE, NONE, NONE, NONE, 1], dtype=np.int64)
+    digests = {name: [] for name in names}
+    with h5py.File(info.path, "r") as handle:
+        total = handle[names[0]].shape[0]
+        start, stop = checksum.rank_rows(total, block_rows, comm.size, comm.rank)
+        for name in names:
+            dset = handle[name]
+            for offset in range(start, stop, block_rows):
+                piece = dset[offset:min(stop, offset + block_rows)]
+                _check_piece(info, name, piece, offset, found, check_finite)
+                if hashed:
+                    digests[name].append(checksum.block_digest(piece))
+    return found, digests

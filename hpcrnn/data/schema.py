@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 
 from hpcrnn import comm as mpi
-from hpcrnn.data import scan
+from hpcrnn.data import scan, stamp
 from hpcrnn.data.parallel import attempt
 from hpcrnn.errors import DataError
 
@@ -38,26 +38,35 @@ class DatasetInfo:
     stride: int = 0
     target_columns: tuple = ()
     target_name: str = ""     # "/targets", "/labels" or "" (series)
+    checked: bool = False     # a valid stamp says the values were checked (hpcrnn/data/stamp.py)
+    label_max: int = -1       # the stamp's largest label (classification), else -1
+    stamp_note: str = ""      # why a stamp found in the file is not used ("" when none)
+    check_finite: bool = True # batches are checked for NaN/Inf as they are read (not checked, and asked)
 
 
 def open_dataset(path, comm, check_finite=True):
     """Validates path against schema v1 and returns its DatasetInfo; raises DataError on every rank.
 
-    Each rank scans its block of samples (NaN/Inf when check_finite, label and length ranges) and the
-    findings are reduced, so all ranks raise the same error or return the same info."""
+    No scan of the values: a stamped file (`hpcrnn check --stamp`, synth, prepare) is trusted, and the
+    batches of any other file are checked as they are read (data/batch_check.py; NaN/Inf only when
+    check_finite). A classification file without a stamp has its /labels scanned (all ranks, each its block)
+    for the number of classes."""
     path = os.fspath(path)
     info, message = attempt(path, describe, path)
     mpi.agree(comm, message, DataError)
-    findings = scan.scan_file(info, comm, check_finite)
-    mpi.agree(comm, scan.verdict(info, findings), DataError)
     if info.task == "classification":
-        num_classes = int(findings["label_max"]) + 1
-        mpi.agree(comm, attempt(path, _check_classes, info, num_classes)[1], DataError)
+        label_max = info.label_max
+        if not info.checked:
+            findings = scan.scan_file(info, comm, check_finite=False, names=("labels",))
+            mpi.agree(comm, scan.verdict(info, findings), DataError)
+            label_max = int(findings["label_max"])
+        num_classes = label_max + 1
+        mpi.agree(comm, attempt(path, check_classes, info, num_classes)[1], DataError)
         info = _replace(info, num_classes=num_classes, output_size=num_classes)
-    return info
+    return _replace(info, check_finite=bool(check_finite) and not info.checked)
 
 
-def _check_classes(info, num_classes):
+def check_classes(info, num_classes):
     """A label that makes more classes than max(N, FEW_CLASSES) or MAX_CLASSES is refused, naming its sample."""
     limit = min(MAX_CLASSES, max(info.num_samples, FEW_CLASSES))
     if num_classes <= limit:
@@ -108,7 +117,11 @@ def describe(path):
             raise DataError(f"{path}: neither /inputs (windows form) nor /series (series form) is present")
         splits = _read_splits(path, handle, info.num_samples)
         has_stats = _check_stats(path, handle, info.num_features)
-    return _replace(info, splits=splits, has_stats=has_stats)
+        found, note = stamp.read(handle)
+    if found is not None and info.task == "classification" and found.label_max < 0:
+        found, note = None, "its stamp records no largest label"
+    return _replace(info, splits=splits, has_stats=has_stats, checked=found is not None,
+                    label_max=found.label_max if found is not None else -1, stamp_note=note)
 
 
 def _dataset(path, handle, name, ndim, kind):

@@ -3,12 +3,12 @@ collective mpio writes under MPI; the dataset contents are identical for a seed 
 import os
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
 
 from hpcrnn import comm as mpi
-from hpcrnn.data import generators
+from hpcrnn.data import checksum, generators, stamp
 from hpcrnn.data.parallel import attempt, chunk_rows, mpio_available, open_file, transfer_list, write_rows
-from hpcrnn.data.shard import blockdist
 from hpcrnn.errors import ConfigError, DataError
 
 KINDS = ("mackey-glass", "lorenz96", "sines")
@@ -87,29 +87,58 @@ def slab_sequences(spec):
     return max(1, SLAB_BYTES // generators.work_bytes(spec.kind, steps, spec.features))
 
 
-def _write_slab(spec, datasets, indices, dxpl):
+def block_sequences(spec):
+    """Sequences per checksum block: whole sequences of about checksum.BLOCK_BYTES of the first data set."""
+    if spec.form == "series":
+        return max(1, checksum.default_block_rows(spec.features * 4) // spec.length)
+    return checksum.default_block_rows(spec.length * spec.features * 4)
+
+
+class Written:
+    """What a rank learns of the values it writes: block digests per data set, all finite, largest label."""
+
+    def __init__(self, names, block_rows):
+        self.digests, self.block_rows = {name: [] for name in names}, block_rows
+        self.finite, self.label_max = True, -1
+
+    def add(self, name, rows):
+        if rows.dtype.kind == "f" and len(rows):
+            self.finite = self.finite and bool(np.isfinite(rows.min()) and np.isfinite(rows.max()))
+        elif name == "labels" and len(rows):
+            self.label_max = max(self.label_max, int(rows.max()))
+        self.digests[name] += checksum.block_digests(rows, self.block_rows)
+
+
+def _write_slab(spec, datasets, indices, dxpl, written):
+    first = int(indices[0]) if len(indices) else 0
     if spec.form == "series":
         values, _ = generate(spec, indices, spec.length)
-        first = int(indices[0]) * spec.length if len(indices) else 0
-        write_rows(datasets[0], first, values.reshape(-1, spec.features), dxpl)
+        rows = values.reshape(-1, spec.features)
+        write_rows(datasets[0], first * spec.length, rows, dxpl)
+        written.add("series", rows)
         return
     values, labels = generate(spec, indices, spec.length + spec.horizon)
-    first = int(indices[0]) if len(indices) else 0
-    write_rows(datasets[0], first, values[:, :spec.length], dxpl)
-    write_rows(datasets[1], first, labels if spec.classes else values[:, spec.length:, 0], dxpl)
+    inputs = np.ascontiguousarray(values[:, :spec.length])
+    target = labels.astype(np.int64) if spec.classes else np.ascontiguousarray(values[:, spec.length:, 0])
+    write_rows(datasets[0], first, inputs, dxpl)
+    write_rows(datasets[1], first, target, dxpl)
+    written.add("inputs", inputs)
+    written.add(datasets[1].name.lstrip("/"), target)
 
 
 def write(spec, comm):
-    """Writes spec.out; every rank generates and writes its block of sequences slab by slab."""
+    """Writes spec.out; every rank generates and writes its run of whole checksum blocks, slab by slab, and
+    hashes what it writes; then rank 0 stamps the file (values checked, checksums)."""
     spec.validate()
     size, rank = comm.size, comm.rank
     if size > 1 and not mpio_available(comm):    # h5py without MPI: rank 0 writes everything
         message = attempt(spec.out, write, spec, mpi.self_comm())[1] if rank == 0 else None
         mpi.agree(comm, message, DataError)
         return os.path.abspath(spec.out)
-    count, start = blockdist(spec.sequences, size, rank)
-    most, _ = blockdist(spec.sequences, size, 0)
-    per_slab = slab_sequences(spec)
+    unit = block_sequences(spec)
+    start, stop = checksum.rank_rows(spec.sequences, unit, size, rank)
+    most = checksum.rank_rows(spec.sequences, unit, size, 0)[1]       # rank 0 has the most: as many slabs
+    per_slab = max(unit, slab_sequences(spec) // unit * unit)
     message = None
     try:
         handle, dup = open_file(spec.out, comm, "w")
@@ -119,11 +148,31 @@ def write(spec, comm):
     dxpl = transfer_list(dup is not None)
     try:
         datasets = _create(handle, spec)
+        written = Written([d.name.lstrip("/") for d in datasets], unit * (spec.length if spec.form == "series" else 1))
         for first in range(0, most, per_slab):
-            indices = np.arange(start + min(first, count), start + min(first + per_slab, count))
-            _write_slab(spec, datasets, indices, dxpl)
+            indices = np.arange(min(start + first, stop), min(start + first + per_slab, stop))
+            _write_slab(spec, datasets, indices, dxpl, written)
     finally:
         handle.close()
         if dup is not None:
             dup.Free()
+    _stamp(spec, comm, written)
     return os.path.abspath(spec.out)
+
+
+def _stamp(spec, comm, written):
+    """Rank 0 stamps the closed file with what every rank wrote (no stamp if a value was not finite)."""
+    parts = mpi.allgather_object(comm, (written.digests, written.finite, written.label_max))
+    if not all(finite for _, finite, _ in parts):
+        return
+    digests = checksum.merged([part[0] for part in parts])
+    message = None
+    if comm.rank == 0:
+        try:
+            with h5py.File(spec.out, "r") as handle:
+                layout, checks = stamp.layout_of(handle), stamp.checks_for(handle)
+            stamp.write(spec.out, stamp.Stamp(checks, layout, max(part[2] for part in parts), written.block_rows,
+                                              digests, stamp.made_by("synth")))
+        except OSError as error:
+            message = f"{spec.out}: cannot be stamped ({error})"
+    mpi.agree(comm, message, DataError)

@@ -41,7 +41,7 @@ def test_parallel_synth_command_writes_a_valid_file(tmp_path):
     assert result.returncode == 0 and result.stdout.count("<6>") == 2
 
 
-@pytest.mark.parametrize("name", ["nan_inputs", "truncated"])
+@pytest.mark.parametrize("name", ["negative_label", "truncated"])
 def test_bad_file_stops_every_rank_promptly(tmp_path, name):
     path = str(tmp_path / f"{name}.h5")
     fixtures.BAD_FILES[name][0](path)

@@ -24,11 +24,11 @@ def summed_tails(times, scalars):
 
 def test_tail_sum_gives_every_rank_time_the_max_and_its_rank():
     times = [0.010, 0.031, 0.012, 0.020]
-    totals = mpi.Totals(summed_tails(times, [(1.5, 8, 0, 0)] * 4))
+    totals = mpi.Totals(summed_tails(times, [(1.5, 8, 0, 0, 0)] * 4))
     np.testing.assert_allclose(totals.compute, times)
     assert totals.compute_max == pytest.approx(0.031) and totals.slowest_rank == 1
     assert totals.compute_median == pytest.approx(0.016)
-    assert totals.loss_sum == pytest.approx(6.0) and totals.count == 32 and not totals.stop
+    assert totals.loss_sum == pytest.approx(6.0) and totals.count == 32 and not totals.stop and not totals.bad
 
 
 def test_ties_go_to_the_lowest_rank():

@@ -26,10 +26,13 @@ def test_missing_file(tmp_path):
         open_dataset(str(tmp_path / "absent.h5"), SELF)
 
 
-def test_check_finite_off_skips_the_nan_scan(tmp_path):
-    path = str(tmp_path / "nan.h5")
-    fixtures.BAD_FILES["nan_inputs"][0](path)
-    assert open_dataset(path, SELF, check_finite=False).num_samples == 50
+@pytest.mark.parametrize("name", sorted(fixtures.BAD_VALUES))
+def test_bad_values_are_left_to_the_batch_check_not_scanned_at_open(tmp_path, name):
+    path = str(tmp_path / f"{name}.h5")
+    fixtures.BAD_VALUES[name][0](path)
+    info = open_dataset(path, SELF)
+    assert info.check_finite and not info.checked
+    assert not open_dataset(path, SELF, check_finite=False).check_finite
 
 
 def test_windows_and_series_descriptions(tmp_path):
