@@ -32,19 +32,25 @@ def _step(h, c, a, h_prev, c_prev):
 @kernel
 def _step_backward(dg, dh_prev, dc, dh, dh_above, a, c, c_prev):
     """dg [4H] gate pre-activation grads out; dh_prev [H] := 0 (the recurrent GEMM adds in);
-    dc [H] carry, gradient wrt c_t in, wrt c_{t-1} out; dh, dh_above [H] gradient wrt h_t (carry, from above)."""
+    dc [H] carry, gradient wrt c_t in, wrt c_{t-1} out; dh, dh_above [H] gradient wrt h_t (carry, from above).
+    Three short loops rather than one: each touches fewer arrays, so LLVM's runtime overlap checks before each
+    vectorised loop stay few (one loop over all eight arrays ran 1.6x slower at H = 64)."""
     H = dc.shape[0]
     one = dc.dtype.type(1.0)
-    for j in range(H):
-        i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+    for j in range(H):   # the o block, and the gradient wrt c_t parked in dh_prev
+        o = a[3 * H + j]
         tc = tanh(c[j])
         dht = dh[j] + dh_above[j]
-        dct = dc[j] + dht * o * (one - tc * tc)
+        dg[3 * H + j] = dht * tc * o * (one - o)
+        dh_prev[j] = dc[j] + dht * o * (one - tc * tc)
+    for j in range(H):
+        i, f, g = a[j], a[H + j], a[2 * H + j]
+        dct = dh_prev[j]
         dg[j] = dct * g * i * (one - i)
         dg[H + j] = dct * c_prev[j] * f * (one - f)
         dg[2 * H + j] = dct * i * (one - g * g)
-        dg[3 * H + j] = dht * tc * o * (one - o)
         dc[j] = dct * f
+    for j in range(H):
         dh_prev[j] = 0.0
 
 
