@@ -7,17 +7,17 @@ import numpy as np
 ACCUMULATORS = 16   # independent FMA chains: more than latency x ports (4 x 2) on current x86 cores
 
 
-def best_seconds(run, repeats):
+def best_seconds(run, repeats, clock=time.perf_counter):
     run()
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         run()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
-def sgemm_gflops(size=2048, repeats=5):
+def sgemm_gflops(size=2048, repeats=5, clock=time.perf_counter):
     """(GFLOP/s, name) of one large single-threaded sgemm through the BLAS the kernels call (numpy's bundled
     OpenBLAS, else scipy's), best of repeats: the practical ceiling of a GEMM-bound training step here."""
     from hpcrnn.kernels.common import load_blas
@@ -30,7 +30,7 @@ def sgemm_gflops(size=2048, repeats=5):
     else:
         from scipy.linalg.blas import sgemm
         run, name = (lambda: sgemm(1.0, a, b)), "scipy's BLAS"
-    return 2 * size ** 3 / best_seconds(run, repeats) / 1e9, name
+    return 2 * size ** 3 / best_seconds(run, repeats, clock) / 1e9, name
 
 
 def _fma_module(lanes):
@@ -58,7 +58,7 @@ def _fma_module(lanes):
     return "\n".join(lines)
 
 
-def fma_peak_gflops(isa, iterations=20_000_000, repeats=3):
+def fma_peak_gflops(isa, iterations=20_000_000, repeats=5, clock=time.perf_counter):
     """float32 GFLOP/s of the register-bound FMA loop at the CPU's widest ISA ("AVX-512": 16 lanes, "AVX2"/"AVX":
     8, else 4), compiled for the host CPU by llvmlite (numba's LLVM), best of repeats."""
     import ctypes
@@ -77,5 +77,5 @@ def fma_peak_gflops(isa, iterations=20_000_000, repeats=3):
     engine.finalize_object()
     loop = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int64, ctypes.c_float, ctypes.c_float)(
         engine.get_function_address("fma_loop"))
-    seconds = best_seconds(lambda: loop(iterations, 0.999999, 1e-6), repeats)
+    seconds = best_seconds(lambda: loop(iterations, 0.999999, 1e-6), repeats, clock)
     return 2 * lanes * ACCUMULATORS * iterations / seconds / 1e9
