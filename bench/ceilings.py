@@ -71,8 +71,8 @@ def fma_peak_gflops(isa, iterations=20_000_000, repeats=5, clock=time.perf_count
     lanes = {"AVX-512": 16, "AVX2": 8, "AVX": 8}.get(isa, 4)
     module = llvm.parse_assembly(_fma_module(lanes))
     target = llvm.Target.from_default_triple()
-    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                           opt=3)
+    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                           features=llvm.get_host_cpu_features().flatten(), opt=3)
     engine = llvm.create_mcjit_compiler(module, machine)
     engine.finalize_object()
     loop = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int64, ctypes.c_float, ctypes.c_float)(

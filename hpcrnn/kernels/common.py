@@ -3,6 +3,11 @@ input-projection / weight-gradient GEMMs that every cell runs once over all time
 
 Legend: T = time steps, B = batch, I = layer input size, H = hidden size, G = gate count (GH = G*H rows).
 Arrays are row-major; a "2-D view" may be a column block of a wider buffer (rows contiguous, any row stride).
+
+ROW_VIEWS: the cells' row kernels (`_step(Hs, ..., t, b)`) take whole arrays and the row's (t, b), and slice
+their rows themselves. A row view made in the caller's loop for each call costs two atomic reference-count
+updates (numba cannot prune them across the call): with 5-8 views a row they were ~35% of a training step at
+B,T,F,H = 16,1000,4,32 (perf); made inside the row kernel numba prunes them (gate loops 1.4-1.65x faster, H <= 64).
 """
 import numpy as np
 from numba import njit, types
@@ -117,8 +122,8 @@ def blas_library():
 
 def _numpy_cblas():
     """{dtype: symbol} of the CBLAS sgemm/dgemm of the OpenBLAS bundled with numpy's wheels, registered with
-    LLVM under stable names, plus the integer width and the library's path; ({}, 0, None) where numpy has no such library or
-    HPCRNN_KERNEL_BLAS=scipy (then gemm uses scipy's BLAS through numba's binding; compiled kernels keep the
+    LLVM under stable names, plus the integer width and the library's path; ({}, 0, None) where numpy has no
+    such library or HPCRNN_KERNEL_BLAS=scipy (then gemm uses scipy's BLAS through numba's binding; compiled kernels keep the
     BLAS they were compiled with, so switching needs a fresh NUMBA_CACHE_DIR). numpy's OpenBLAS (0.3.31
     here) made training steps 8-20% faster than scipy's (0.3.30): bench/kernels.py, docs/kernels.md."""
     import ctypes
