@@ -113,9 +113,12 @@ def cmd_report(args, comm):
 
 
 def cmd_info(args, comm):
-    from hpcrnn.runinfo import format_report, report
+    from hpcrnn.runinfo import blas_warning, format_report, report
     if comm.rank == 0:
         print(format_report({**report(), "mpi_ranks": comm.size}), flush=True)
+        warning = blas_warning()
+        if warning:
+            print(warning, flush=True)
     return 0
 
 

@@ -7,6 +7,7 @@ from hpcrnn.log import PhaseClock, Writer
 from hpcrnn.placement import check_placement
 from hpcrnn.process import StopSignal
 from hpcrnn.rundir import RunDir
+from hpcrnn.runinfo import blas_warning
 from hpcrnn.train import Trainer
 
 
@@ -43,6 +44,9 @@ def _train(config, comm, stream, stop, run_dir):
         writer.say(warning)
     trainer = Trainer(config, comm, info, splits, run_dir, writer, val_info=infos["val"])
     trainer.placement = check_placement(comm, config.data.prefetch, writer.say, trainer.model.threads)
+    pinned = blas_warning()
+    if pinned:
+        writer.say(pinned)
     resumed_from = resume(trainer, config, comm, writer)
     run_dir.write_config(to_toml(config))          # only once the run is accepted
     run_dir.trim_metrics(trainer.step)             # the steps after the checkpoint will be run again

@@ -3,6 +3,11 @@ input-projection / weight-gradient GEMMs that every cell runs once over all time
 
 Legend: T = time steps, B = batch, I = layer input size, H = hidden size, G = gate count (GH = G*H rows).
 Arrays are row-major; a "2-D view" may be a column block of a wider buffer (rows contiguous, any row stride).
+
+ROW_VIEWS: the cells' row kernels (`_step(Hs, ..., t, b)`) take whole arrays and the row's (t, b), and slice
+their rows themselves. A row view made in the caller's loop for each call costs two atomic reference-count
+updates (numba cannot prune them across the call): with 5-8 views a row they were ~35% of a training step at
+B,T,F,H = 16,1000,4,32 (perf); made inside the row kernel numba prunes them (gate loops 1.4-1.65x faster, H <= 64).
 """
 import numpy as np
 from numba import njit, types
@@ -81,7 +86,7 @@ def _sigmoid_overload(x):
 
 
 # ---- GEMM --------------------------------------------------------------------------------------------
-_LOADED_BLAS = []   # [(symbols, integer width)] once load_blas() ran
+_LOADED_BLAS = []   # [(symbols, integer width, library path)] once load_blas() ran
 
 
 def load_blas():
@@ -91,7 +96,7 @@ def load_blas():
     symbol): hpcrnn.Model does it; code calling kernels directly calls it first."""
     if not _LOADED_BLAS:
         _LOADED_BLAS.append(_numpy_cblas())
-    return _LOADED_BLAS[0]
+    return _LOADED_BLAS[0][:2]
 
 
 def blas_name():
@@ -99,10 +104,26 @@ def blas_name():
     return "numpy's bundled OpenBLAS (CBLAS)" if load_blas()[0] else "scipy's BLAS (numba binding)"
 
 
+def blas_library():
+    """The file of the BLAS the kernels call (numpy's bundled OpenBLAS, else scipy's), or None when unknown."""
+    import glob
+    import os
+    load_blas()
+    if _LOADED_BLAS[0][2]:
+        return _LOADED_BLAS[0][2]
+    try:
+        import scipy
+    except ImportError:
+        return None
+    found = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs",
+                                          "libscipy_openblas*.so*")))
+    return found[0] if found else None
+
+
 def _numpy_cblas():
     """{dtype: symbol} of the CBLAS sgemm/dgemm of the OpenBLAS bundled with numpy's wheels, registered with
-    LLVM under stable names, plus the integer width; ({}, 0) where numpy has no such library or
-    HPCRNN_KERNEL_BLAS=scipy (then gemm uses scipy's BLAS through numba's binding; compiled kernels keep the
+    LLVM under stable names, plus the integer width and the library's path; ({}, 0, None) where numpy has no
+    such library or HPCRNN_KERNEL_BLAS=scipy (then gemm uses scipy's BLAS through numba's binding; compiled kernels keep the
     BLAS they were compiled with, so switching needs a fresh NUMBA_CACHE_DIR). numpy's OpenBLAS (0.3.31
     here) made training steps 8-20% faster than scipy's (0.3.30): bench/kernels.py, docs/kernels.md."""
     import ctypes
@@ -110,7 +131,7 @@ def _numpy_cblas():
     import os
     import llvmlite.binding as llvm
     if os.environ.get("HPCRNN_KERNEL_BLAS", "numpy") == "scipy":
-        return {}, 0
+        return {}, 0, None
     folder = os.path.dirname(os.path.dirname(np.__file__))
     for path in sorted(glob.glob(os.path.join(folder, "numpy.libs", "libscipy_openblas*.so*"))):
         try:
@@ -125,8 +146,8 @@ def _numpy_cblas():
                     address = ctypes.cast(getattr(library, name), ctypes.c_void_p).value
                     llvm.add_symbol(f"hpcrnn_cblas_{kind}gemm", address)
                     symbols[kind] = f"hpcrnn_cblas_{kind}gemm"
-                return symbols, width
-    return {}, 0
+                return symbols, width, path
+    return {}, 0, None
 
 
 def _cblas_intrinsic(symbol, kind, int_bits):

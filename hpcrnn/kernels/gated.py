@@ -14,8 +14,10 @@ from hpcrnn.kernels.common import (add_weight_grads, freeze_row, freeze_row_back
 
 
 @kernel
-def _gates(fh, a, h_prev):
-    """First half of a step, one row: i, f, o activations in place in a [4H]; fh [H] = f⊙h_prev."""
+def _gates(S, A, Hs, t, b):
+    """First half of step t, row b: i, f, o activations in place in a [4H]; fh [H] = f⊙h_prev.
+    (Row kernels slice their rows themselves: ROW_VIEWS in common.py.)"""
+    fh, a, h_prev = S[t + 1, b], A[t, b], Hs[t, b]
     H = fh.shape[0]
     for j in range(H):
         i = sigmoid(a[j])
@@ -25,8 +27,9 @@ def _gates(fh, a, h_prev):
 
 
 @kernel
-def _step(h, a, h_prev):
-    """Second half of a step, one row: candidate c = tanh in place in a[3H:4H]; h [H] out."""
+def _step(Hs, A, t, b):
+    """Second half of step t, row b: candidate c = tanh in place in a[3H:4H]; h [H] out."""
+    h, a, h_prev = Hs[t + 1, b], A[t, b], Hs[t, b]
     H = h.shape[0]
     for j in range(H):
         c = tanh(a[3 * H + j])
@@ -35,8 +38,10 @@ def _step(h, a, h_prev):
 
 
 @kernel
-def _step_backward(dg, dh_prev, dh, dh_above, a, h_prev):
-    """dg [4H]: i, o, c blocks out (f follows the candidate's GEMM); dh_prev [H] := the direct term."""
+def _step_backward(dG, dH_prev, dH, dHs, A, Hs, t, b):
+    """Row b of step t. dg [4H]: i, o, c blocks out (f follows the candidate's GEMM); dh_prev [H] := the
+    direct term."""
+    dg, dh_prev, dh, dh_above, a, h_prev = dG[t, b], dH_prev[b], dH[b], dHs[t, b], A[t, b], Hs[t, b]
     H = dh.shape[0]
     one = dh.dtype.type(1.0)
     for j in range(H):
@@ -50,8 +55,9 @@ def _step_backward(dg, dh_prev, dh, dh_above, a, h_prev):
 
 
 @kernel
-def _fh_backward(dg, dh_prev, dfh, a, h_prev):
-    """Gradient through fh = f⊙h_prev, one row: dg's f block out, dh_prev [H] += dfh⊙f."""
+def _fh_backward(dG, dH_prev, dFH, A, Hs, t, b):
+    """Gradient through fh = f⊙h_prev, row b of step t: dg's f block out, dh_prev [H] += dfh⊙f."""
+    dg, dh_prev, dfh, a, h_prev = dG[t, b], dH_prev[b], dFH[b], A[t, b], Hs[t, b]
     H = dfh.shape[0]
     one = dfh.dtype.type(1.0)
     for j in range(H):
@@ -71,13 +77,13 @@ def forward(Hs, S, A, X, W_ih, W_hh, b_ih, b_hh, lengths):
         gemm(A[t][:, : 3 * H], Hs[t], W_hh_T[:, : 3 * H], False, False, 1.0)
         for b in range(B):
             if t < lengths[b]:
-                _gates(S[t + 1, b], A[t, b], Hs[t, b])
+                _gates(S, A, Hs, t, b)
             else:
                 S[t + 1, b] = 0.0  # read by the GEMMs below and in BPTT: keep it finite
         gemm(A[t][:, 3 * H:], S[t + 1], W_hh_T[:, 3 * H:], False, False, 1.0)
         for b in range(B):
             if t < lengths[b]:
-                _step(Hs[t + 1, b], A[t, b], Hs[t, b])
+                _step(Hs, A, t, b)
             else:
                 freeze_row(Hs[t + 1, b], Hs[t, b])
 
@@ -92,13 +98,13 @@ def backward(dX, dW_ih, dW_hh, db_ih, db_hh, dG, dh, dh_prev, dc, dHs, Hs, S, A,
     for t in range(T - 1, -1, -1):
         for b in range(B):
             if t < lengths[b]:
-                _step_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b], A[t, b], Hs[t, b])
+                _step_backward(dG, dh_prev, dh, dHs, A, Hs, t, b)
             else:
                 freeze_row_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b])
         gemm(dh, dG[t][:, 3 * H:], W_hh[3 * H:], False, False, 0.0)  # dh := gradient wrt f⊙h_prev
         for b in range(B):
             if t < lengths[b]:
-                _fh_backward(dG[t, b], dh_prev[b], dh[b], A[t, b], Hs[t, b])
+                _fh_backward(dG, dh_prev, dh, A, Hs, t, b)
         gemm(dh_prev, dG[t][:, : 3 * H], W_hh[: 3 * H], False, False, 1.0)
         dh, dh_prev = dh_prev, dh
     dG2 = dG.reshape(T * B, GH)

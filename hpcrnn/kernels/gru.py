@@ -15,9 +15,10 @@ from hpcrnn.kernels.common import (add_weight_grads, freeze_row, freeze_row_back
 
 
 @kernel
-def _step(h, hn, a, h_prev, b_hn):
-    """One row of one step. h [H] out; hn [H] W_hn h_prev in, + b_hn out; a [3H] pre-activations in,
-    activations out; h_prev, b_hn [H]."""
+def _step(Hs, S, A, b_hn, t, b):
+    """Row b of step t. h [H] out; hn [H] W_hn h_prev in, + b_hn out; a [3H] pre-activations in,
+    activations out; h_prev, b_hn [H]. (Row kernels slice their rows themselves: ROW_VIEWS in common.py.)"""
+    h, hn, a, h_prev = Hs[t + 1, b], S[t + 1, b], A[t, b], Hs[t, b]
     H = h.shape[0]
     one = h.dtype.type(1.0)
     for j in range(H):
@@ -30,8 +31,11 @@ def _step(h, hn, a, h_prev, b_hn):
 
 
 @kernel
-def _step_backward(dg, dh_prev, dh, dh_above, a, hn, h_prev):
-    """dg [4H] gradient blocks out; dh_prev [H] := the direct term z⊙dh (the recurrent GEMM adds in)."""
+def _step_backward(dG, dH_prev, dH, dHs, A, S, Hs, t, b):
+    """Row b of step t. dg [4H] gradient blocks out; dh_prev [H] := the direct term z⊙dh (the recurrent GEMM
+    adds in)."""
+    dg, dh_prev, dh, dh_above = dG[t, b], dH_prev[b], dH[b], dHs[t, b]
+    a, hn, h_prev = A[t, b], S[t + 1, b], Hs[t, b]
     H = dh.shape[0]
     one = dh.dtype.type(1.0)
     for j in range(H):
@@ -57,7 +61,7 @@ def forward(Hs, S, A, X, W_ih, W_hh, b_ih, b_hh, lengths):
         gemm(S[t + 1], Hs[t], W_hh_T[:, 2 * H:], False, False, 0.0)
         for b in range(B):
             if t < lengths[b]:
-                _step(Hs[t + 1, b], S[t + 1, b], A[t, b], Hs[t, b], b_hh[2 * H:])
+                _step(Hs, S, A, b_hh[2 * H:], t, b)
             else:
                 freeze_row(Hs[t + 1, b], Hs[t, b])
 
@@ -72,7 +76,7 @@ def backward(dX, dW_ih, dW_hh, db_ih, db_hh, dG, dh, dh_prev, dc, dHs, Hs, S, A,
     for t in range(T - 1, -1, -1):
         for b in range(B):
             if t < lengths[b]:
-                _step_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b], A[t, b], S[t + 1, b], Hs[t, b])
+                _step_backward(dG, dh_prev, dh, dHs, A, S, Hs, t, b)
             else:
                 freeze_row_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b])
         gemm(dh_prev, dG[t][:, : 3 * H], W_hh, False, False, 1.0)

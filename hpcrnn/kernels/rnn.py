@@ -14,15 +14,18 @@ from hpcrnn.kernels.common import (freeze_row, freeze_row_backward, gemm, kernel
 
 
 @kernel
-def _step(h, a):
-    """One row of one step: h [H] = tanh(a [H])."""
+def _step(Hs, A, t, b):
+    """Row b of step t: h [H] = tanh(a [H]). (Row kernels slice their rows themselves: ROW_VIEWS in common.py.)"""
+    h, a = Hs[t + 1, b], A[t, b]
     for j in range(h.shape[0]):
         h[j] = tanh(a[j])
 
 
 @kernel
-def _step_backward(dg, dh_prev, dh, dh_above, h):
-    """dg [H] pre-activation grads out; dh_prev [H] := 0 (the recurrent GEMM adds in); dh, dh_above, h [H]."""
+def _step_backward(dG, dH_prev, dH, dHs, Hs, t, b):
+    """Row b of step t. dg [H] pre-activation grads out; dh_prev [H] := 0 (the recurrent GEMM adds in);
+    dh, dh_above, h [H]."""
+    dg, dh_prev, dh, dh_above, h = dG[t, b], dH_prev[b], dH[b], dHs[t, b], Hs[t + 1, b]
     one = h.dtype.type(1.0)
     for j in range(h.shape[0]):
         dg[j] = (dh[j] + dh_above[j]) * (one - h[j] * h[j])
@@ -39,7 +42,7 @@ def forward(Hs, S, A, X, W_ih, W_hh, b_ih, b_hh, lengths):
         gemm(A[t], Hs[t], W_hh_T, False, False, 1.0)
         for b in range(B):
             if t < lengths[b]:
-                _step(Hs[t + 1, b], A[t, b])
+                _step(Hs, A, t, b)
             else:
                 freeze_row(Hs[t + 1, b], Hs[t, b])
 
@@ -53,7 +56,7 @@ def backward(dX, dW_ih, dW_hh, db_ih, db_hh, dG, dh, dh_prev, dc, dHs, Hs, S, A,
     for t in range(T - 1, -1, -1):
         for b in range(B):
             if t < lengths[b]:
-                _step_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b], Hs[t + 1, b])
+                _step_backward(dG, dh_prev, dh, dHs, Hs, t, b)
             else:
                 freeze_row_backward(dG[t, b], dh_prev[b], dh[b], dHs[t, b])
         gemm(dh_prev, dG[t], W_hh, False, False, 1.0)

@@ -233,3 +233,33 @@ def test_nonsense_data_files_exit_2_naming_the_attribute(tmp_path):
     assert_exit_2_naming(run_cli(["train", "--data", labels, "--run-dir", run_dir], ranks=2),
                          "/labels at sample 17 is 1000000")
     assert not run_dir.exists()
+
+
+def info_with_coretype(coretype):
+    """`hpcrnn info` in a child whose environment has OPENBLAS_CORETYPE=coretype (None: without it); this
+    process's environment is left as it is."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    result = subprocess.run([sys.executable, "-m", "hpcrnn", "info"], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_info_warns_when_openblas_is_pinned_below_an_avx512_cpu():
+    from hpcrnn.kernels.blas_core import cpu_flags, cpu_isa
+    if cpu_isa(cpu_flags()) != "AVX-512":
+        pytest.skip("needs an AVX-512 CPU")
+    pinned = info_with_coretype("Haswell")
+    warnings = [line for line in pinned.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "OPENBLAS_CORETYPE=Haswell" in warnings[0], pinned
+    fields = dict(line.split(None, 1) for line in pinned.splitlines() if line.strip())
+    assert fields["kernel_blas_core"] == "Haswell" and fields["cpu_isa"] == "AVX-512"
+    own = info_with_coretype(None)
+    assert "warning:" not in own, own
+    fields = dict(line.split(None, 1) for line in own.splitlines() if line.strip())
+    assert fields["kernel_blas_core"] != "Haswell" and fields["cpu_isa"] == "AVX-512"
