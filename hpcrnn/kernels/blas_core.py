@@ -10,6 +10,7 @@ CORE_ISA = {
     "skylakex": "AVX-512", "cooperlake": "AVX-512", "sapphirerapids": "AVX-512", "zen5": "AVX-512",
     "haswell": "AVX2", "zen": "AVX2", "excavator": "AVX2",
     "sandybridge": "AVX", "bulldozer": "AVX", "piledriver": "AVX", "steamroller": "AVX",
+    "nehalem": "SSE2", "penryn": "SSE2", "core2": "SSE2", "prescott": "SSE2", "barcelona": "SSE2",
 }
 PIN_VARIABLES = ("OPENBLAS_CORETYPE",)
 # bench/kernels.py, 1 thread, sgemm 2048^3, AMD EPYC family 26 (Zen 5), numpy 2.4.6's OpenBLAS 0.3.31.

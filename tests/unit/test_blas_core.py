@@ -23,7 +23,7 @@ def test_cpu_isa_is_the_widest_vector_isa(flags, isa):
 
 @pytest.mark.parametrize("corename, isa", [("SkylakeX", "AVX-512"), ("COOPERLAKE", "AVX-512"),
                                            ("Haswell", "AVX2"), ("Zen", "AVX2"), ("Sandybridge", "AVX"),
-                                           ("Prescott", None), ("", None), (None, None)])
+                                           ("Prescott", "SSE2"), ("Atom", None), ("", None), (None, None)])
 def test_core_isa_of_openblas_core_types(corename, isa):
     assert blas_core.core_isa(corename) == isa
 
@@ -46,7 +46,7 @@ def test_core_below_the_cpu_without_a_pin_says_openblas_did_not_detect_it():
     ("SkylakeX", "AVX-512", {"OPENBLAS_CORETYPE": "SkylakeX"}),   # pinned, but to the widest kernels
     ("Haswell", "AVX2", {"OPENBLAS_CORETYPE": "Haswell"}),         # pinned to what the CPU has
     ("Zen", "AVX2", {}),
-    ("Prescott", "AVX-512", {}),                                  # a core type not known here: no guess
+    ("Atom", "AVX-512", {}),                                      # a core type not known here: no guess
     (None, "AVX-512", {"OPENBLAS_CORETYPE": "Haswell"}),          # no OpenBLAS (scipy's reference BLAS, ...)
 ])
 def test_no_warning_when_the_kernels_match_the_cpu_or_are_unknown(corename, isa, environ):
