@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpcrnn.data.batch_reads import open_reader
-from hpcrnn.data.prefetch import Prefetcher
-from hpcrnn.data.read_mode import prefetch_allowed, read_mode
+from hpcrnn.data.prefetch import Depth, Prefetcher
+from hpcrnn.data.read_mode import MATCHED, prefetch_allowed, read_mode
 from hpcrnn.data.shard import blockdist, epoch_order, rank_positions
 from hpcrnn.errors import DataError
 
@@ -52,7 +52,7 @@ class BatchLoader:
         # One buffer window of batches per read group; two groups are resident (double buffering).
         self.group_batches = max(1, self.window_samples // self.global_batch)
         self.steps_per_epoch = math.ceil(self.num_samples / self.global_batch)
-        self.prefetcher = None
+        self.prefetcher, self.depth = None, Depth()      # the readahead depth carries over epochs
 
     def order(self, epoch):
         """Global sample indices of `epoch` in consumption order (the same on every rank)."""
@@ -77,12 +77,20 @@ class BatchLoader:
     def epoch(self, epoch, start_step=0):
         """Yields steps_per_epoch - start_step Batch objects on every rank (each valid until the next one is
         asked for). Starting an epoch stops the reads of one left suspended."""
-        groups = list(self._groups(self.order(epoch), int(start_step)))
-        selections = [np.concatenate([mine for mine, _ in group]) for group in groups]
+        order = self.order(epoch)
+        groups = list(self._groups(order, int(start_step)))
+        if self.reads == "two-phase":             # every rank's share: the group's samples, in batches
+            from hpcrnn.data.two_phase import Group
+            first, size = int(start_step) * self.global_batch, self.group_batches * self.global_batch
+            selections = [Group(order[first + k * size:first + (k + 1) * size], self.global_batch)
+                          for k in range(len(groups))]
+        else:
+            selections = [np.concatenate([mine for mine, _ in group]) for group in groups]
         if self.prefetcher is not None:
             self.prefetcher.close()
         prefetcher = self.prefetcher = Prefetcher(self.reader.read, selections, threaded=self.prefetch,
-                                                  matched=self.reads == "collective")
+                                                  matched=self.reads in MATCHED, ahead=self.reader.ahead,
+                                                  depth=self.depth)
         try:
             for group in groups:
                 t0 = time.perf_counter()
