@@ -59,13 +59,14 @@ class Prefetcher:
             self.thread = threading.Thread(target=self._run, name="hpcrnn-prefetch", daemon=True)
             self.thread.start()
 
-    def _read_ahead(self, item):
-        """Reads item (asked ahead first if it was not yet), records when it arrived, then asks ahead for
-        the items up to item + depth: the read under way never queues behind later items' readahead."""
+    def _read(self, item):
+        """Reads item (asked ahead first if it was not yet) and records when it arrived. The items after it
+        are asked ahead only after it is handed over (_ask_ahead): the read under way never queues behind
+        their readahead, and handing it over never waits for that readahead to be queued (which blocks
+        while the disk's queue is full)."""
         self._ask_ahead(item)
         value = self.read(self.arguments[item])
         self.arrived[item] = time.perf_counter()
-        self._ask_ahead(item + self.depth.items)
         return value
 
     def _ask_ahead(self, last):
@@ -90,7 +91,8 @@ class Prefetcher:
             if not self._permitted():
                 return
             try:
-                self.results.put((self._read_ahead(item), None))
+                self.results.put((self._read(item), None))
+                self._ask_ahead(item + self.depth.items)
             except BaseException as error:  # handed to the consumer, which re-raises it
                 self.results.put((None, error))
                 return
@@ -103,7 +105,8 @@ class Prefetcher:
         if self.threaded:
             value, error = self.results.get()
         else:
-            value, error = self._read_ahead(item), None
+            value, error = self._read(item), None
+            self._ask_ahead(item + self.depth.items)
         self.position += 1
         if error is not None:
             raise error
