@@ -52,8 +52,8 @@ class SlowDisk:
 
 @pytest.mark.parametrize("threaded", [True, False])
 def test_slow_reads_deepen_the_readahead_until_it_covers_them(threaded):
-    disk = SlowDisk(latency=0.12)
-    depth = Depth(least=1, most=5)
+    disk = SlowDisk(latency=0.3)
+    depth = Depth(least=1, most=4)
     prefetcher = Prefetcher(disk.read, range(14), threaded=threaded, ahead=disk.ahead, depth=depth)
     got = []
     for _ in range(14):
@@ -62,7 +62,7 @@ def test_slow_reads_deepen_the_readahead_until_it_covers_them(threaded):
         prefetcher.release()
     prefetcher.close()
     assert got == list(range(14))
-    assert depth.items >= 3                              # latency / interval = 4: several items in flight
+    assert depth.items == 4                              # latency / interval = 10: up to the bound
     # each read came after its own readahead and, past the first, that of the items up to `depth` after the
     # previous one, never beyond the bound
     assert disk.asked_at_read[0] == 0
