@@ -142,6 +142,23 @@ def allgather_array(comm, array):
     return out
 
 
+def alltoallv_rows(comm, send, send_counts, receive, receive_counts):
+    """Alltoallv of rows: the first send_counts[0] rows of `send` go to rank 0, the next send_counts[1] to
+    rank 1, ...; `receive` gets receive_counts[p] rows from rank p, in rank order. send and receive are
+    C-contiguous arrays of one dtype and row shape (rows = first axis); counts are in rows."""
+    from mpi4py import MPI
+    row_bytes = send.dtype.itemsize * int(np.prod(send.shape[1:], dtype=np.int64))
+    counts = [np.asarray(c, dtype=np.int64) * row_bytes for c in (send_counts, receive_counts)]
+    if max(int(c.sum()) for c in counts) >= 2**31:
+        raise ValueError("alltoallv_rows: more than 2 GiB to one rank (int counts); use smaller read groups")
+    messages = []
+    for array, count in zip((send, receive), counts):
+        shown = array.reshape(-1).view(np.uint8)
+        displacements = np.concatenate([[0], np.cumsum(count)[:-1]])
+        messages.append([shown, (count.astype(np.int32), displacements.astype(np.int32)), MPI.BYTE])
+    comm.Alltoallv(*messages)
+
+
 def allgather_object(comm, value):
     """Every rank's small picklable `value`, as a list in rank order."""
     return [value] if comm.size == 1 else comm.allgather(value)

@@ -1,7 +1,9 @@
 """Readers of one rank's samples of a schema v1 file, in the mode hpcrnn.data.read_mode chose, into buffers the
-caller owns: `read(indices)` fetches a group of samples ahead (HDF5 reads of sieved row ranges into one of two
-group buffers the reader reuses, or, for direct reads, maps their pages in), `take(read, indices, out)` fills
-a batch of those samples in batch order into `out`, `release(read)` lets go of a read. WindowsReader: stored
+caller owns: `ahead(indices)` asks the kernel to start reading what `read(indices)` will read (page cache
+readahead of the same byte ranges), `read(indices)` fetches a group of samples ahead (HDF5 reads of sieved row
+ranges into one of two group buffers the reader reuses, or, for direct reads, maps their pages in),
+`take(read, indices, out)` fills a batch of those samples in batch order into `out`, `release(read)` lets go
+of a read. WindowsReader: stored
 samples; SeriesReader: windows cut from one long series on the fly."""
 import mmap
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ import numpy as np
 
 from hpcrnn import comm as mpi
 from hpcrnn.data.mapped import POPULATE, MappedDataset, MappedFile
+from hpcrnn.data.pagecache import Readahead
 from hpcrnn.data.parallel import chunk_length, open_file, read_ranges, transfer_list
 from hpcrnn.data.read_mode import datasets_read
 from hpcrnn.data.shard import coalesce, merge_ranges, runs_of
@@ -54,7 +57,11 @@ class PagesMapped:
 
 def open_reader(info, comm, mode, dtype):
     """The reader of info's form in `mode` (from read_mode); collective opens the file with mpio on a duplicate
-    of comm. Batches come in `dtype` (labels and lengths int64)."""
+    of comm; two-phase wraps an independent reader (hpcrnn.data.two_phase). Batches come in `dtype` (labels and
+    lengths int64)."""
+    if mode == "two-phase":
+        from hpcrnn.data.two_phase import TwoPhaseReader
+        return TwoPhaseReader(info, comm, np.dtype(dtype))
     kind = SeriesReader if info.form == "series" else WindowsReader
     return kind(info, comm, mode, np.dtype(dtype))
 
@@ -71,8 +78,12 @@ class _Reader:
         self.groups, self.groups_read = [None, None], 0
         self.mapping, self.mapped, self.dropped = None, None, []
         self.scratch = [None] * len(self.datasets)     # direct reads into another dtype: the file's rows
+        self.readahead = None
         if mode == "direct":
             self.map_datasets()
+        if not self.collective:                         # collective reads: the aggregators read, not this rank
+            layouts = [dataset.layout for dataset in self.mapped] if self.mapped else None
+            self.readahead = Readahead(info.path, self.datasets, layouts)
 
     def map_datasets(self):
         try:
@@ -82,19 +93,48 @@ class _Reader:
             self.close()
             raise DataError(f"{self.info.path}: cannot be memory-mapped any more ({error})") from None
 
-    # ---- HDF5 reads ---------------------------------------------------------------------------------------
-    def read_rows(self, starts, stops, row_bytes, dtypes):
-        """Reads the wanted sorted row ranges, sieved (at most as many extra rows as wanted), into the next
-        group buffer, in `dtypes` (one per dataset); collective reads make as many calls on every rank."""
+    # ---- what a read reads ----------------------------------------------------------------------------------
+    def read(self, indices):
+        """Reads the samples at distinct global indices (any order), for take(): maps their pages in (direct
+        reads) or reads their rows into the next group buffer."""
+        starts, stops = self.sieved(*self.row_ranges(indices))
+        if self.mapped is not None:
+            return self.map_ahead(starts, stops)
+        return self.read_rows(starts, stops, self.dtypes)
+
+    def ahead(self, indices):
+        """Asks the kernel to start reading what read(indices) will read (without waiting for it)."""
+        self.ahead_rows(*self.sieved(*self.row_ranges(indices)))
+
+    def ahead_rows(self, starts, stops):
+        """Asks the kernel to start reading the row ranges of every dataset read (a hint; none for
+        collective reads, which aggregators make)."""
+        if self.readahead is not None:
+            self.readahead.rows(starts, stops)
+
+    def sieved(self, starts, stops):
+        """The sorted disjoint row ranges joined across gaps of less than SIEVE_GAP_BYTES: all of them for
+        direct reads (few madvise calls; a gap costs no copy), while the rows added stay at most the rows
+        wanted for HDF5 reads (they are copied)."""
         wanted = int(np.sum(stops - starts))
-        starts, stops = coalesce(starts, stops, wanted, SIEVE_GAP_BYTES // max(row_bytes, 1))
+        budget = int(stops[-1] - starts[0]) if self.mapped is not None and len(starts) else wanted
+        return coalesce(starts, stops, budget, SIEVE_GAP_BYTES // max(self.row_bytes, 1))
+
+    # ---- HDF5 reads ---------------------------------------------------------------------------------------
+    def read_rows(self, starts, stops, dtypes):
+        """Reads the sorted disjoint row ranges into the next group buffer, in `dtypes` (one per dataset)."""
         counts = stops - starts
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        calls = mpi.max_value(self.dup, len(starts)) if self.collective else len(starts)
         arrays = self.group_buffer(int(counts.sum()), dtypes)
+        self.read_into(starts, stops, arrays)
+        return RangesRead(starts, offsets, arrays)
+
+    def read_into(self, starts, stops, arrays):
+        """Reads the sorted disjoint row ranges of every dataset into `arrays` (one per dataset, rows back to
+        back); collective reads make as many calls on every rank."""
+        calls = mpi.max_value(self.dup, len(starts)) if self.collective else len(starts)
         for dset, array in zip(self.datasets, arrays):
             read_ranges(dset, starts, stops, array, self.dxpl, calls)
-        return RangesRead(starts, offsets, arrays)
 
     def group_buffer(self, rows, dtypes):
         """Views of `rows` rows of the next of two group buffers (one array per dataset): one is filled while
@@ -109,16 +149,11 @@ class _Reader:
         return tuple(array[:rows] for array in arrays)
 
     # ---- direct reads ---------------------------------------------------------------------------------------
-    def map_ahead(self, starts, stops, row_bytes):
-        """Drops the pages of released reads, then maps in the pages under the row ranges (any order), merged
-        and joined across every gap of less than SIEVE_GAP_BYTES (few madvise calls)."""
+    def map_ahead(self, starts, stops):
+        """Drops the pages of released reads, then maps in the pages under the sorted row ranges."""
         while self.dropped:
             self.advise(self.dropped.pop(), mmap.MADV_DONTNEED)
-        starts, stops = np.asarray(starts, dtype=np.int64), np.asarray(stops, dtype=np.int64)
-        order = np.argsort(starts, kind="stable")
-        starts, stops = merge_ranges(starts[order], stops[order])
-        span = int(stops[-1] - starts[0]) if len(starts) else 0
-        pages = PagesMapped(*coalesce(starts, stops, span, SIEVE_GAP_BYTES // max(row_bytes, 1)))
+        pages = PagesMapped(starts, stops)
         self.advise(pages, POPULATE)
         return pages
 
@@ -146,6 +181,9 @@ class _Reader:
             self.dropped.append(read)
 
     def close(self):
+        if self.readahead is not None:
+            self.readahead.close()
+            self.readahead = None
         if self.mapping is not None:
             self.mapping.close()
         self.mapping, self.mapped, self.dropped = None, None, []
@@ -165,6 +203,7 @@ class WindowsReader(_Reader):
         self.block_size = chunk_length(self.datasets[0])
         row = lambda dset: dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
         self.sample_bytes = sum(row(dset) for dset in self.datasets[:2]) + (8 if info.has_lengths else 0)
+        self.row_bytes = self.sample_bytes
         target = np.dtype(np.int64) if info.task == "classification" else dtype
         self.dtypes = (dtype, target, np.dtype(np.int64))[:len(self.datasets)]
 
@@ -175,12 +214,9 @@ class WindowsReader(_Reader):
                        np.empty((capacity,) + target.shape[1:], self.dtypes[1]),
                        np.empty(capacity, np.int64) if self.info.has_lengths else None)
 
-    def read(self, indices):
-        """Reads the samples at distinct global indices (any order), for take()."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if self.mapped is not None:
-            return self.map_ahead(indices, indices + 1, self.sample_bytes)
-        return self.read_rows(*runs_of(np.sort(indices)), self.sample_bytes, self.dtypes)
+    def row_ranges(self, indices):
+        """The sorted disjoint row ranges under the samples at distinct global indices (any order)."""
+        return runs_of(np.sort(np.asarray(indices, dtype=np.int64)))
 
     def take(self, read, indices, out):
         """The samples at global indices (all among those read), in that order, in out.first(len(indices))."""
@@ -207,6 +243,7 @@ class SeriesReader(_Reader):
         self.block_size = max(1, chunk_length(series) // info.stride)
         self.row_bytes = info.num_features * series.dtype.itemsize
         self.sample_bytes = info.stride * self.row_bytes
+        self.dtypes = (dtype,)
         self.span = info.lookback + info.horizon
         self.columns = np.asarray(info.target_columns, dtype=np.int64)
         self.future = None            # direct reads: the horizon rows of a batch, in the file's dtype
@@ -217,14 +254,11 @@ class SeriesReader(_Reader):
         return Samples(np.empty((capacity, info.lookback, info.num_features), self.dtype),
                        np.empty((capacity, info.output_size), self.dtype), None)
 
-    def read(self, indices):
-        """Reads the rows under the windows at distinct global indices, any order (lookback and horizon
-        included)."""
-        row_starts = np.asarray(indices, dtype=np.int64) * self.info.stride
-        if self.mapped is not None:
-            return self.map_ahead(row_starts, row_starts + self.span, self.row_bytes)
-        row_starts = np.sort(row_starts)
-        return self.read_rows(*merge_ranges(row_starts, row_starts + self.span), self.row_bytes, (self.dtype,))
+    def row_ranges(self, indices):
+        """The sorted disjoint row ranges under the windows at distinct global indices, any order (lookback and
+        horizon included)."""
+        row_starts = np.sort(np.asarray(indices, dtype=np.int64)) * self.info.stride
+        return merge_ranges(row_starts, row_starts + self.span)
 
     def take(self, read, indices, out):
         """x [b,lookback,F] and y [b,horizon*len(target_columns)] of the windows at global indices, in

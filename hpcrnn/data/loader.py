@@ -10,11 +10,13 @@ import numpy as np
 
 from hpcrnn.data.batch_check import first_problem
 from hpcrnn.data.batch_reads import open_reader
-from hpcrnn.data.prefetch import Prefetcher
-from hpcrnn.data.read_mode import prefetch_allowed, read_mode
+from hpcrnn.data.prefetch import Depth, Prefetcher
+from hpcrnn.data.read_mode import MATCHED, prefetch_allowed, read_mode
 from hpcrnn.data.shard import blockdist, epoch_order, rank_positions
 from hpcrnn.data.splits import as_split
 from hpcrnn.errors import DataError
+
+FIRST_GROUP_SHARE = 0.125     # of a read group: the size of an epoch's first one
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class BatchLoader:
         # One buffer window of batches per read group; two groups are resident (double buffering).
         self.group_batches = max(1, self.window_samples // self.global_batch)
         self.steps_per_epoch = math.ceil(self.num_samples / self.global_batch)
-        self.prefetcher = None
+        self.prefetcher, self.depth = None, Depth()      # the readahead depth carries over epochs
 
     def order(self, epoch):
         """Global sample indices of `epoch` in consumption order (the same on every rank)."""
@@ -73,21 +75,31 @@ class BatchLoader:
         return plan
 
     def _groups(self, order, start_step):
-        """Read groups: lists of consecutive batches holding about one buffer window of samples."""
-        for first in range(start_step, self.steps_per_epoch, self.group_batches):
-            yield self._plan(order, first, min(first + self.group_batches, self.steps_per_epoch))
+        """Read groups as (first batch, plan of its consecutive batches), each about one buffer window of
+        samples, but the first about FIRST_GROUP_SHARE of one: the first step waits for a small read."""
+        first, count = start_step, max(1, int(self.group_batches * FIRST_GROUP_SHARE))
+        while first < self.steps_per_epoch:
+            last = min(first + count, self.steps_per_epoch)
+            yield first, self._plan(order, first, last)
+            first, count = last, self.group_batches
 
     def epoch(self, epoch, start_step=0):
         """Yields steps_per_epoch - start_step Batch objects on every rank (each valid until the next one is
         asked for). Starting an epoch stops the reads of one left suspended."""
-        groups = list(self._groups(self.order(epoch), int(start_step)))
-        selections = [np.concatenate([mine for mine, _ in group]) for group in groups]
+        order, batch = self.order(epoch), self.global_batch
+        groups = list(self._groups(order, int(start_step)))
+        if self.reads == "two-phase":             # every rank's share: the group's samples, in batches
+            from hpcrnn.data.two_phase import Group
+            selections = [Group(order[first * batch:(first + len(group)) * batch], batch) for first, group in groups]
+        else:
+            selections = [np.concatenate([mine for mine, _ in group]) for _, group in groups]
         if self.prefetcher is not None:
             self.prefetcher.close()
         prefetcher = self.prefetcher = Prefetcher(self.reader.read, selections, threaded=self.prefetch,
-                                                  matched=self.reads == "collective")
+                                                  matched=self.reads in MATCHED, ahead=self.reader.ahead,
+                                                  depth=self.depth)
         try:
-            for group in groups:
+            for _, group in groups:
                 t0 = time.perf_counter()
                 read = prefetcher.next()
                 t_wait = time.perf_counter() - t0

@@ -6,7 +6,10 @@ copied straight from the page cache into the batch in the order the batch wants 
 HDF5 read of a shuffled batch is a read into a buffer plus a gather. Reading a group ahead is
 madvise(MADV_POPULATE_READ) on the blocks it needs (reads what is not cached and maps it in, so the copies
 take no page faults; run in the prefetch thread, the GIL released); after a group is consumed its pages
-are dropped from this process (MADV_DONTNEED), so resident memory stays bounded by the buffer.
+are dropped from this process (MADV_DONTNEED), so resident memory stays bounded by the buffer. The map is
+MADV_RANDOM (no fault readahead around rows no batch wants), so on a cold page cache POPULATE alone reads
+one 4 KiB page at a time: the reader first asks for the same byte ranges with posix_fadvise(WILLNEED)
+(hpcrnn.data.pagecache.Readahead), large reads the kernel queues at once, and POPULATE only waits for them.
 
 Used for independent reads of files that allow it (see `why_not_mapped`); HDF5 reads are used otherwise."""
 import ctypes
@@ -20,6 +23,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from hpcrnn.data.pagecache import RowBytes, chunk_layout
 from hpcrnn.data.shard import merge_ranges
 
 PAGE = mmap.PAGESIZE
@@ -74,19 +78,6 @@ def why_not_mappable(dset):
     if dset.external:
         return "external storage"
     return None
-
-
-def chunk_layout(dset):
-    """(rows per chunk, byte address of each chunk or None where unallocated, byte size of each) of a dataset
-    whose rows are byte ranges of its file (why_not_mappable(dset) is None); a contiguous one is one chunk."""
-    rows = dset.shape[0]
-    if dset.chunks is None:
-        row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
-        return rows, [dset.id.get_offset()], [rows * row_bytes]
-    chunk_rows = int(dset.chunks[0])
-    corner = (0,) * (dset.ndim - 1)
-    infos = [dset.id.get_chunk_info_by_coord((first,) + corner) for first in range(0, rows, chunk_rows)]
-    return chunk_rows, [info.byte_offset for info in infos], [info.size for info in infos]
 
 
 def why_not_in_file(addresses, sizes, file_size):
@@ -175,7 +166,8 @@ class MappedDataset:
         reason = why_not_in_file(addresses, sizes, mapped.size)
         if reason:
             raise ValueError(f"{dset.name}: {reason}")
-        self.address = np.asarray(addresses, dtype=np.int64)
+        self.layout = RowBytes(dset, (self.chunk_rows, addresses, sizes))
+        self.address = self.layout.address
 
     def gather(self, starts, count=None, out=None):
         """The rows at `starts` ([len(starts), *shape[1:]]), or with count the runs of `count` rows beginning
@@ -198,18 +190,7 @@ class MappedDataset:
 
     def byte_ranges(self, starts, stops):
         """File byte ranges (begin, end) under the row ranges [starts[i], stops[i]), split at chunks."""
-        starts = np.asarray(starts, dtype=np.int64)
-        stops = np.asarray(stops, dtype=np.int64)
-        if len(starts) == 0:
-            return starts, stops
-        first_chunk, last_chunk = starts // self.chunk_rows, (stops - 1) // self.chunk_rows
-        pieces = last_chunk - first_chunk + 1
-        owner = np.repeat(np.arange(len(starts)), pieces)
-        chunk = first_chunk[owner] + (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces))
-        low = np.maximum(starts[owner], chunk * self.chunk_rows)
-        high = np.minimum(stops[owner], (chunk + 1) * self.chunk_rows)
-        begin = self.address[chunk] + (low - chunk * self.chunk_rows) * self.row_bytes
-        return begin, begin + (high - low) * self.row_bytes
+        return self.layout.byte_ranges(starts, stops)
 
     def advise(self, starts, stops, advice):
         """madvise (mmap.MADV_WILLNEED or MADV_DONTNEED) the pages under row ranges [starts, stops)."""

@@ -5,7 +5,8 @@ import os
 from hpcrnn import comm as mpi
 from hpcrnn.errors import DataError
 
-READS = ("auto", "direct", "independent", "collective")
+READS = ("auto", "direct", "independent", "collective", "two-phase")
+MATCHED = ("collective", "two-phase")    # every rank makes the same reads (collectives): the Prefetcher matches them
 PARALLEL_FILE_SYSTEMS = ("lustre", "gpfs", "beegfs", "panfs", "pvfs2", "orangefs", "wekafs", "ceph", "fuse.dfuse")
 
 
@@ -43,7 +44,8 @@ def read_mode(comm, reads, info):
     independent). auto: collective on a parallel file system (Lustre, GPFS, BeeGFS, ...) when h5py has MPI,
     where the aggregation of collective MPI-IO keeps P ranks from each pulling whole chunks; direct elsewhere
     (node-local disks, the page cache), where it measured 1.1-1.3x a raw h5py read and collective reads
-    0.03x (docs/data-format.md)."""
+    0.03x (docs/data-format.md). two-phase: each rank reads a contiguous 1/P of every read group's rows with
+    independent reads and an Alltoallv hands the rows to the ranks that need them (hpcrnn.data.two_phase)."""
     from hpcrnn.data.mapped import why_not_mapped
     from hpcrnn.data.parallel import mpio_available
     if reads not in READS:
@@ -59,6 +61,6 @@ def read_mode(comm, reads, info):
 
 
 def prefetch_allowed(mode, prefetch):
-    """Whether a prefetch thread may read in `mode`: collective reads from a second thread need
-    MPI_THREAD_MULTIPLE."""
-    return bool(prefetch) and (mode != "collective" or mpi.thread_multiple())
+    """Whether a prefetch thread may read in `mode`: collective reads and two-phase exchanges from a second
+    thread (on their own duplicate of the communicator) need MPI_THREAD_MULTIPLE."""
+    return bool(prefetch) and (mode not in MATCHED or mpi.thread_multiple())

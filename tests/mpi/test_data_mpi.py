@@ -62,7 +62,8 @@ def gathered_epoch(info, split, batch_size, comm, **options):
 
 
 @pytest.mark.parametrize("prefetch,reads", [(True, "collective"), (False, "collective"), (True, "direct"),
-                                            (False, "direct"), (True, "independent")])
+                                            (False, "direct"), (True, "independent"), (True, "two-phase"),
+                                            (False, "two-phase")])
 def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, reads):
     split = (4, 58)
     loader, steps, mine = gathered_epoch(windows, split, 10, COMM, prefetch=prefetch, reads=reads)
@@ -80,13 +81,13 @@ def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, r
     assert sorted(everything.tolist()) == list(range(*split))
 
 
-@pytest.mark.parametrize("reads", ["collective", "direct"])
+@pytest.mark.parametrize("reads", ["collective", "direct", "two-phase"])
 def test_series_windows_under_collective_and_direct_reads(folder, reads):
     path = os.path.join(folder, f"s-{reads}.h5")
     on_rank_zero(fixtures.write_series, path, rows=150, lookback=6, horizon=3, stride=2, chunk=8)
     info = open_dataset(path, comm=COMM)
     loader, _, mine = gathered_epoch(info, (0, info.num_samples), 7, COMM, reads=reads)
-    assert reads == "collective" or loader.reads == "direct"
+    assert reads == "collective" or loader.reads == reads
     for batch in mine:
         starts = batch.indices * 2
         assert np.array_equal(batch.x[:, :, 0], starts[:, None] + np.arange(6))
@@ -95,14 +96,16 @@ def test_series_windows_under_collective_and_direct_reads(folder, reads):
     assert total == info.num_samples
 
 
-def test_tiny_split_and_batch_larger_than_data(windows):
-    _, steps, mine = gathered_epoch(windows, (20, 22), 8, COMM, reads="collective")
+@pytest.mark.parametrize("reads", ["collective", "two-phase"])
+def test_tiny_split_and_batch_larger_than_data(windows, reads):
+    _, steps, mine = gathered_epoch(windows, (20, 22), 8, COMM, reads=reads)
     assert steps == 1 and len(mine) == 1 and mine[0].global_count == 2
     assert COMM.allreduce(len(mine[0].x)) == 2 and mine[0].x.shape[1:] == (4, 3)
 
 
-def test_leaving_an_epoch_early_does_not_hang(windows):
-    loader = BatchLoader(windows, (0, 61), 4, comm=COMM, seed=0, buffer_mb=0.0005, reads="collective")
+@pytest.mark.parametrize("reads", ["collective", "two-phase"])
+def test_leaving_an_epoch_early_does_not_hang(windows, reads):
+    loader = BatchLoader(windows, (0, 61), 4, comm=COMM, seed=0, buffer_mb=0.0005, reads=reads)
     for step, _ in enumerate(loader.epoch(0)):
         if step == 3:
             break
@@ -110,7 +113,7 @@ def test_leaving_an_epoch_early_does_not_hang(windows):
     loader.close()
 
 
-@pytest.mark.parametrize("reads", ["collective", "direct"])
+@pytest.mark.parametrize("reads", ["collective", "direct", "two-phase"])
 def test_in_order_iteration_blocks(windows, reads):
     batches = fixtures.kept(iterate_in_order(windows, (5, 50), 4, comm=COMM, reads=reads))
     assert len(set(COMM.allgather(len(batches)))) == 1
