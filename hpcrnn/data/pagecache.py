@@ -47,15 +47,42 @@ def _find_chunks(dset):
 class RowBytes:
     """Where the rows of one dataset chunked along its first axis (or contiguous) lie in its file: the byte
     range under each row range, split at chunks. For filtered (compressed) chunks, whose rows are no byte
-    ranges, the whole chunks under the rows."""
+    ranges, the whole chunks under the rows.
+
+    With a layout (chunk_layout) every chunk is known; without one, chunks are looked up the first time a
+    row range touches them (`dset` must stay open), so building one costs nothing for any file size (HDF5
+    1.10's lookup of chunk i takes time growing with i: a whole table is ~n^2 in the chunk count)."""
 
     def __init__(self, dset, layout=None):
-        self.chunk_rows, addresses, sizes = layout or chunk_layout(dset)
-        self.allocated = np.array([a is not None for a in addresses], dtype=bool)
-        self.address = np.array([a or 0 for a in addresses], dtype=np.int64)
-        self.size = np.asarray(sizes, dtype=np.int64)
         self.row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
         self.whole_chunks = dset.id.get_create_plist().get_nfilters() > 0
+        if layout is None and dset.chunks is None:
+            layout = _find_chunks(dset)               # contiguous: one lookup
+        if layout is not None:
+            self.chunk_rows, addresses, sizes = layout
+            self.allocated = np.array([a is not None for a in addresses], dtype=bool)
+            self.address = np.array([a or 0 for a in addresses], dtype=np.int64)
+            self.size = np.asarray(sizes, dtype=np.int64)
+            self.known, self.dset = None, None
+            return
+        self.chunk_rows = int(dset.chunks[0])
+        count = -(-dset.shape[0] // self.chunk_rows)
+        self.allocated = np.zeros(count, dtype=bool)
+        self.address = np.zeros(count, dtype=np.int64)
+        self.size = np.zeros(count, dtype=np.int64)
+        self.known, self.dset = np.zeros(count, dtype=bool), dset
+
+    def _look_up(self, chunks):
+        """Fills in the chunks (indices) not known yet."""
+        unknown = chunks[~self.known[chunks]]
+        if len(unknown) == 0:
+            return
+        corner = (0,) * (self.dset.ndim - 1)
+        for chunk in np.unique(unknown).tolist():
+            info = self.dset.id.get_chunk_info_by_coord((chunk * self.chunk_rows,) + corner)
+            self.allocated[chunk] = info.byte_offset is not None
+            self.address[chunk], self.size[chunk] = info.byte_offset or 0, info.size
+            self.known[chunk] = True
 
     def byte_ranges(self, starts, stops):
         """File byte ranges (begin, end) under the row ranges [starts[i], stops[i]), split at chunks;
@@ -68,6 +95,8 @@ class RowBytes:
         pieces = last_chunk - first_chunk + 1
         owner = np.repeat(np.arange(len(starts)), pieces)
         chunk = first_chunk[owner] + (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces))
+        if self.known is not None:
+            self._look_up(chunk)
         if self.whole_chunks:
             begin = self.address[chunk]
             end = begin + self.size[chunk]

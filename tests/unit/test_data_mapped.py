@@ -176,3 +176,21 @@ def test_a_closed_map_is_never_advised(h5, monkeypatch):
     mapping.close()
     rows.advise(np.array([0]), np.array([8]), mmap.MADV_DONTNEED)
     assert calls == []
+
+
+def test_auto_reads_files_of_many_chunks_independently(tmp_path, monkeypatch):
+    """The chunk table direct reads need costs ~n^2 in HDF5 1.10: above DIRECT_MAX_CHUNKS `auto` reads
+    independently, so startup does not grow with the file; `direct` asked for explicitly still maps."""
+    path = fixtures.write_windows(str(tmp_path / "x.h5"))
+    info = open_dataset(path, SELF)
+    chunks = read_mode_module.chunk_count(path, read_mode_module.datasets_read(info))
+    with h5py.File(path, "r") as handle:
+        expected = sum(-(-handle[n].shape[0] // handle[n].chunks[0]) if handle[n].chunks else 1
+                       for n in read_mode_module.datasets_read(info))
+    assert chunks == expected >= 2
+    monkeypatch.setattr(read_mode_module, "DIRECT_MAX_CHUNKS", chunks)
+    assert read_mode(SELF, "auto", info) == "direct"
+    monkeypatch.setattr(read_mode_module, "DIRECT_MAX_CHUNKS", chunks - 1)
+    assert read_mode(SELF, "auto", info) == "independent"
+    assert read_mode(SELF, "direct", info) == "direct"
+    assert read_mode_module.chunk_count(str(tmp_path / "missing.h5"), ["inputs"]) == 0

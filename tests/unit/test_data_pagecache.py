@@ -53,6 +53,27 @@ def test_byte_ranges_of_rows_split_at_chunks_and_whole_chunks_when_compressed(tm
         assert begin.tolist() == packed.address[:2].tolist() and (end - begin).tolist() == packed.size[:2].tolist()
 
 
+def test_without_a_layout_chunks_are_looked_up_when_first_touched(tmp_path):
+    """Startup independent of the file's size: a RowBytes without a layout knows no chunk until a row range
+    touches it, and then gives the same byte ranges as one built from the whole chunk table."""
+    path = str(tmp_path / "c.h5")
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("plain", data=np.arange(800, dtype=np.float32).reshape(200, 4), chunks=(8, 4))
+        handle.create_dataset("sparse", shape=(64, 4), dtype=np.float32, chunks=(8, 4))
+        handle["sparse"][16:24] = 1.0                                   # only chunk 2 is allocated
+    with h5py.File(path, "r") as handle:
+        lazy, full = pagecache.RowBytes(handle["plain"]), pagecache.RowBytes(handle["plain"],
+                                                                             pagecache.chunk_layout(handle["plain"]))
+        assert lazy.known is not None and not lazy.known.any()
+        for starts, stops in (([6, 40], [10, 41]), ([190, 0, 99], [200, 3, 120])):
+            for got, want in zip(lazy.byte_ranges(starts, stops), full.byte_ranges(starts, stops)):
+                assert got.tolist() == want.tolist()
+        assert np.flatnonzero(lazy.known).tolist() == [0, 1, 5, 12, 13, 14, 23, 24]
+        sparse = pagecache.RowBytes(handle["sparse"])
+        begin, end = sparse.byte_ranges([0], [64])                      # unallocated chunks are left out
+        assert len(begin) == 1 and begin[0] == handle["sparse"].id.get_chunk_info_by_coord((16, 0)).byte_offset
+
+
 @pytest.mark.parametrize("mode", ["direct", "independent"])
 def test_ahead_reads_every_page_the_read_then_needs(windows, mode):
     reader = open_reader(windows, mpi.self_comm(), mode, np.float32)
