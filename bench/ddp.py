@@ -29,6 +29,8 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from machine import describe as describe_machine  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 2.5          # issue 14: hpcrnn >= 2.5x DDP's samples/s at P = 2
 LAST = 5              # steps averaged into the "final loss"
@@ -153,23 +155,6 @@ def initial_state(cell, hidden, work):
     return path
 
 
-def machine():
-    """CPU family/model, ISA, the OpenBLAS core type that runs, load average."""
-    info = {}
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        key, _, value = line.partition(":")
-        info[key.strip()] = value.strip()
-    flags = info.get("Flags", "").split()
-    isa = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags)
-    verbose = subprocess.run([sys.executable, "-c", "import numpy"], capture_output=True, text=True,
-                             env={**os.environ, "OPENBLAS_VERBOSE": "2"})
-    core = next((l.split(":", 1)[1].strip() for l in (verbose.stdout + verbose.stderr).splitlines()
-                 if l.startswith("Core:")), "unknown")
-    return (f"CPU {info.get('Model name', '?')} family {info.get('CPU family', '?')} model {info.get('Model', '?')}, "
-            f"{os.cpu_count()} CPUs; ISA {isa}; OpenBLAS core {core}; load average "
-            f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, default=2)
@@ -191,7 +176,7 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return ddp_worker(args)
-    print(machine(), flush=True)
+    print(describe_machine(), flush=True)
     cells = args.cells.split(",")
     best = {}
     with tempfile.TemporaryDirectory(prefix="hpcrnn-ddp-") as work:

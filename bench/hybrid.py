@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-from ddp import machine, make_data   # also drops the OpenBLAS pins and sets 1 thread per process
+from ddp import make_data   # also drops the OpenBLAS pins and sets 1 thread per process
+from machine import describe as describe_machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,7 +64,7 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seq-len", type=int, default=64)
     args = parser.parse_args()
-    print(machine(), flush=True)
+    print(describe_machine(), flush=True)
     hiddens = [int(h) for h in args.hidden.split(",")]
     found = {}
     with tempfile.TemporaryDirectory(prefix="hpcrnn-hybrid-") as work:

@@ -29,7 +29,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -43,6 +42,7 @@ from hpcrnn.data.pagecache import cached_fraction, drop  # noqa: E402
 from hpcrnn.data.parallel import chunk_rows  # noqa: E402
 from hpcrnn.data.schema import open_dataset  # noqa: E402
 from hpcrnn.data.shard import blockdist  # noqa: E402
+from machine import describe as describe_machine  # noqa: E402
 
 
 def make_file(path, samples, length, features, slab_mb=64):
@@ -278,21 +278,6 @@ def throughput_mode(path, comm, args):
             print(f"  {name:24s} {median:9.1f} MB/s   ratio to raw {median / raw:5.2f}")
 
 
-def machine():
-    """CPU family/model and the OpenBLAS core type that runs (as the other benches print them)."""
-    info = {}
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        key, _, value = line.partition(":")
-        info[key.strip()] = value.strip()
-    verbose = subprocess.run([sys.executable, "-c", "import numpy"], capture_output=True, text=True,
-                             env={**os.environ, "OPENBLAS_VERBOSE": "2"})
-    core = next((line.split(":", 1)[1].strip() for line in (verbose.stdout + verbose.stderr).splitlines()
-                 if line.startswith("Core:")), "unknown")
-    return (f"CPU {info.get('Model name', '?')} family {info.get('CPU family', '?')} model {info.get('Model', '?')}, "
-            f"{os.cpu_count()} CPUs; OpenBLAS core {core}; load average "
-            f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=40000)
@@ -332,7 +317,7 @@ def main():
                   f"{args.memory_budget_mb:g} MiB", file=sys.stderr)
         sys.exit(2)
     if rank == 0:
-        print(machine())
+        print(describe_machine())
     try:
         (train_mode if args.train else throughput_mode)(path, comm, args)
     finally:

@@ -55,6 +55,14 @@ def digest(path):
     return sha.hexdigest()
 
 
+def on_rank_zero(comm, function, *args, **kwargs):
+    """Runs function on rank 0 only (e.g. writing a fixture file) while the others wait; returns its result on
+    rank 0, None elsewhere."""
+    result = function(*args, **kwargs) if comm.rank == 0 else None
+    comm.Barrier()
+    return result
+
+
 def shared_temp_folder(comm, prefix):
     """A pytest fixture body: a temporary folder made by rank 0 and known to every rank, removed at the end."""
     import shutil

@@ -13,7 +13,7 @@ from hpcrnn.data.loader import BatchLoader, iterate_in_order
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.synth import SynthSpec, write
 from hpcrnn.errors import DataError
-from helpers import digest, shared_temp_folder
+from helpers import digest, on_rank_zero, shared_temp_folder
 
 COMM = MPI.COMM_WORLD
 
@@ -23,24 +23,17 @@ def folder():
     yield from shared_temp_folder(COMM, "hpcrnn-data-")
 
 
-def on_rank_zero(function, *args, **kwargs):
-    """Runs function on rank 0 only (e.g. writing a fixture file); the others wait for it."""
-    if COMM.rank == 0:
-        function(*args, **kwargs)
-    COMM.Barrier()
-
-
 @pytest.fixture(scope="module")
 def windows(folder):
     path = os.path.join(folder, "w.h5")
-    on_rank_zero(fixtures.write_windows, path, count=61, chunk=8, output="labels", lengths=True)
+    on_rank_zero(COMM, fixtures.write_windows, path, count=61, chunk=8, output="labels", lengths=True)
     return open_dataset(path, comm=COMM)
 
 
 @pytest.mark.parametrize("name", ["truncated", "no_schema", "length_mismatch", "negative_label"])
 def test_every_rank_raises_the_same_error(folder, name):
     path = os.path.join(folder, f"{name}.h5")
-    on_rank_zero(fixtures.BAD_FILES[name][0], path)
+    on_rank_zero(COMM, fixtures.BAD_FILES[name][0], path)
     with pytest.raises(DataError) as caught:
         open_dataset(path, comm=COMM)
     messages = COMM.allgather(str(caught.value))
@@ -84,7 +77,7 @@ def test_epoch_covers_every_sample_once_in_the_serial_order(windows, prefetch, r
 @pytest.mark.parametrize("reads", ["collective", "direct", "two-phase"])
 def test_series_windows_under_collective_and_direct_reads(folder, reads):
     path = os.path.join(folder, f"s-{reads}.h5")
-    on_rank_zero(fixtures.write_series, path, rows=150, lookback=6, horizon=3, stride=2, chunk=8)
+    on_rank_zero(COMM, fixtures.write_series, path, rows=150, lookback=6, horizon=3, stride=2, chunk=8)
     info = open_dataset(path, comm=COMM)
     loader, _, mine = gathered_epoch(info, (0, info.num_samples), 7, COMM, reads=reads)
     assert reads == "collective" or loader.reads == reads
@@ -127,7 +120,7 @@ def test_synth_same_bytes_for_any_number_of_ranks(folder, monkeypatch, form):
     monkeypatch.setattr("hpcrnn.data.synth.SLAB_BYTES", 20000)     # several collective slabs per rank
     spec = dict(kind="mackey-glass", sequences=13, length=24, features=2, seed=5, horizon=2, form=form)
     write(SynthSpec(out=os.path.join(folder, f"p_{form}.h5"), **spec), comm=COMM)
-    on_rank_zero(write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec), MPI.COMM_SELF)
+    on_rank_zero(COMM, write, SynthSpec(out=os.path.join(folder, f"s_{form}.h5"), **spec), MPI.COMM_SELF)
     if COMM.rank == 0:
         assert digest(os.path.join(folder, f"p_{form}.h5")) == digest(os.path.join(folder, f"s_{form}.h5"))
     assert open_dataset(os.path.join(folder, f"p_{form}.h5"), comm=COMM).form == form

@@ -18,7 +18,7 @@ from hpcrnn.errors import DataError
 from hpcrnn.evaluate import evaluate_split
 from hpcrnn.model import Model
 from hpcrnn.run import train
-from helpers import shared_temp_folder
+from helpers import on_rank_zero, shared_temp_folder
 
 COMM = MPI.COMM_WORLD
 
@@ -26,12 +26,6 @@ COMM = MPI.COMM_WORLD
 @pytest.fixture(scope="module")
 def folder():
     yield from shared_temp_folder(COMM, "hpcrnn-stamp-")
-
-
-def on_rank_zero(function, *args, **kwargs):
-    result = function(*args, **kwargs) if COMM.rank == 0 else None
-    COMM.Barrier()
-    return result
 
 
 def stored_digests(path):
@@ -46,15 +40,15 @@ def test_parallel_checksums_equal_serial_ones(folder, monkeypatch, form):
     spec = dict(kind="mackey-glass", sequences=37, length=24, features=2, seed=5, horizon=2, form=form)
     parallel, serial = (os.path.join(folder, f"{name}_{form}.h5") for name in ("p", "s"))
     write(SynthSpec(out=parallel, **spec), comm=COMM)
-    on_rank_zero(write, SynthSpec(out=serial, **spec), MPI.COMM_SELF)
+    on_rank_zero(COMM, write, SynthSpec(out=serial, **spec), MPI.COMM_SELF)
     digests = stored_digests(parallel)
     assert digests == stored_digests(serial) and len(digests) == (1 if form == "series" else 2)
     summary = check_file(parallel, COMM)
     assert "they match the stamp" in summary and all(d in summary for d in digests.values())
     plain = os.path.join(folder, f"plain_{form}.h5")        # unstamped: check computes its own digests
-    on_rank_zero(_copy_datasets, serial, plain)
+    on_rank_zero(COMM, _copy_datasets, serial, plain)
     sums = check_file(plain, COMM).split("; checksums ")[1]
-    serial_sums = on_rank_zero(lambda: check_file(plain, MPI.COMM_SELF).split("; checksums ")[1])
+    serial_sums = on_rank_zero(COMM, lambda: check_file(plain, MPI.COMM_SELF).split("; checksums ")[1])
     assert COMM.rank != 0 or (sums == serial_sums and "note" not in sums)
 
 
@@ -78,7 +72,7 @@ def agreed_error(function):
 @pytest.mark.mpi_timeout(120)
 def test_a_nan_stops_training_on_every_rank_naming_file_and_sample(folder):
     path = os.path.join(folder, "nan.h5")
-    on_rank_zero(fixtures.BAD_VALUES["nan_inputs"][0], path)
+    on_rank_zero(COMM, fixtures.BAD_VALUES["nan_inputs"][0], path)
     config = load_config(None, [f"data.path={path}", f"run_dir={os.path.join(folder, 'run')}", "model.hidden_size=4",
                                 "train.batch_size=6", "train.epochs=1", "train.progress=none",
                                 "data.val_fraction=0", "data.buffer_mb=0.001"])
@@ -89,7 +83,7 @@ def test_a_nan_stops_training_on_every_rank_naming_file_and_sample(folder):
 @pytest.mark.parametrize("name", ["inf_targets", "nan_series"])
 def test_a_bad_value_stops_evaluation_on_every_rank(folder, name):
     path = os.path.join(folder, f"{name}.h5")
-    on_rank_zero(fixtures.BAD_VALUES[name][0], path)
+    on_rank_zero(COMM, fixtures.BAD_VALUES[name][0], path)
     info = open_dataset(path, COMM)
     model = Model(cell="gru", input_size=info.num_features, hidden_size=3, num_layers=1,
                   output_size=info.output_size, dtype=np.float32)

@@ -12,7 +12,7 @@ from hpcrnn.data.loader import BatchLoader
 from hpcrnn.data.schema import open_dataset
 from hpcrnn.data.two_phase import Group, TwoPhaseReader, plan
 from hpcrnn.errors import DataError
-from helpers import shared_temp_folder
+from helpers import on_rank_zero, shared_temp_folder
 
 COMM = MPI.COMM_WORLD
 
@@ -22,16 +22,10 @@ def folder():
     yield from shared_temp_folder(COMM, "hpcrnn-two-phase-")
 
 
-def on_rank_zero(function, *args, **kwargs):
-    if COMM.rank == 0:
-        function(*args, **kwargs)
-    COMM.Barrier()
-
-
 @pytest.fixture(scope="module")
 def windows(folder):
     path = os.path.join(folder, "w.h5")
-    on_rank_zero(fixtures.write_windows, path, count=203, chunk=8, output="labels", lengths=True)
+    on_rank_zero(COMM, fixtures.write_windows, path, count=203, chunk=8, output="labels", lengths=True)
     return open_dataset(path, comm=COMM)
 
 
@@ -67,7 +61,7 @@ def test_batches_are_those_of_direct_reads(windows, split, batch, prefetch):
 
 def test_series_windows_are_those_of_direct_reads(folder):
     path = os.path.join(folder, "s.h5")
-    on_rank_zero(fixtures.write_series, path, rows=300, lookback=6, horizon=3, stride=2, chunk=16)
+    on_rank_zero(COMM, fixtures.write_series, path, rows=300, lookback=6, horizon=3, stride=2, chunk=16)
     info = open_dataset(path, comm=COMM)
     split = (1, info.num_samples - 2)
     assert_same(epochs(info, split, 9, "two-phase"), epochs(info, split, 9, "direct"))
