@@ -3,6 +3,7 @@ buffer window by buffer window, prefetched in a background thread, into batch bu
 iteration for evaluation. A split is a (start, stop) range or a hpcrnn.data.splits.Split (an index set). The
 epoch order depends on (seed, epoch, split, buffer), never on the ranks."""
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from hpcrnn.data.batch_check import first_problem
 from hpcrnn.data.batch_reads import open_reader
 from hpcrnn.data.prefetch import Depth, Prefetcher
 from hpcrnn.data.read_mode import MATCHED, prefetch_allowed, read_mode
-from hpcrnn.data.shard import blockdist, epoch_order, rank_positions
+from hpcrnn.data.shard import blockdist, epoch_batches, epoch_order, rank_positions
 from hpcrnn.data.splits import as_split
 from hpcrnn.errors import DataError
 
@@ -64,42 +65,28 @@ class BatchLoader:
         return epoch_order(self.split, self.seed, epoch, self.reader.block_size, self.window_samples,
                            self.shuffle, self.global_batch)
 
-    def _plan(self, order, first_batch, last_batch):
-        """Per batch of [first_batch, last_batch): this rank's indices (batch order) and the global count."""
-        size, rank = self.comm.size, self.comm.rank
-        plan = []
-        for b in range(first_batch, last_batch):
-            batch = order[b * self.global_batch:(b + 1) * self.global_batch]
-            a, z = rank_positions(len(batch), size, rank)
-            plan.append((batch[a:z], len(batch)))
-        return plan
-
-    def _groups(self, order, start_step):
-        """Read groups as (first batch, plan of its consecutive batches), each about one buffer window of
-        samples, but the first about FIRST_GROUP_SHARE of one: the first step waits for a small read."""
-        first, count = start_step, max(1, int(self.group_batches * FIRST_GROUP_SHARE))
+    def group_sizes(self, start_step):
+        """Batches per read group from start_step on: about one buffer window of samples each, but the first
+        about FIRST_GROUP_SHARE of one (the first step waits for a small read)."""
+        sizes, first, count = [], start_step, max(1, int(self.group_batches * FIRST_GROUP_SHARE))
         while first < self.steps_per_epoch:
-            last = min(first + count, self.steps_per_epoch)
-            yield first, self._plan(order, first, last)
-            first, count = last, self.group_batches
+            sizes.append(min(count, self.steps_per_epoch - first))
+            first, count = first + sizes[-1], self.group_batches
+        return sizes
 
     def epoch(self, epoch, start_step=0):
         """Yields steps_per_epoch - start_step Batch objects on every rank (each valid until the next one is
-        asked for). Starting an epoch stops the reads of one left suspended."""
-        order, batch = self.order(epoch), self.global_batch
-        groups = list(self._groups(order, int(start_step)))
-        if self.reads == "two-phase":             # every rank's share: the group's samples, in batches
-            from hpcrnn.data.two_phase import Group
-            selections = [Group(order[first * batch:(first + len(group)) * batch], batch) for first, group in groups]
-        else:
-            selections = [np.concatenate([mine for mine, _ in group]) for _, group in groups]
+        asked for). Starting an epoch stops the reads of one left suspended. The epoch's read groups are
+        worked out as they are needed (EpochPlan), so starting costs the same for any size of data."""
+        plan = EpochPlan(self, epoch, int(start_step))
         if self.prefetcher is not None:
             self.prefetcher.close()
-        prefetcher = self.prefetcher = Prefetcher(self.reader.read, selections, threaded=self.prefetch,
+        prefetcher = self.prefetcher = Prefetcher(self.reader.read, plan.selections, threaded=self.prefetch,
                                                   matched=self.reads in MATCHED, ahead=self.reader.ahead,
                                                   depth=self.depth)
         try:
-            for _, group in groups:
+            for index in range(len(plan)):
+                group = plan.batches(index)
                 t0 = time.perf_counter()
                 read = prefetcher.next()
                 t_wait = time.perf_counter() - t0
@@ -113,6 +100,7 @@ class BatchLoader:
                 self.reader.release(read)
                 del read
                 prefetcher.release()
+                plan.forget(index)
         finally:
             prefetcher.close()
 
@@ -120,6 +108,68 @@ class BatchLoader:
         if self.prefetcher is not None:   # an epoch left suspended: stop its thread before the file goes
             self.prefetcher.close()
         self.reader.close()
+
+
+class EpochPlan:
+    """The read groups of one epoch of a BatchLoader from start_step on, each worked out the first time it is
+    asked for, from the epoch's batches in order (shard.epoch_batches): per group, this rank's indices and the
+    global count of each of its batches, and what the reader reads for it (this rank's indices of the whole
+    group, or the group's samples for two-phase reads). Thread-safe: the prefetch thread and the consumer
+    both ask; a group is forgotten once consumed."""
+
+    def __init__(self, loader, epoch, start_step):
+        self.loader, self.sizes = loader, loader.group_sizes(start_step)
+        self.stream = epoch_batches(loader.split, loader.seed, epoch, loader.reader.block_size,
+                                    loader.window_samples, loader.global_batch, loader.shuffle)
+        for _ in range(start_step):            # a resumed epoch: the batches done before
+            next(self.stream)
+        self.groups, self.lock = {}, threading.Lock()
+        self.made = 0
+        self.selections = _Selections(self)
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def _group(self, index):
+        with self.lock:
+            while self.made <= index:
+                self.groups[self.made] = self._make(self.sizes[self.made])
+                self.made += 1
+            return self.groups[index]
+
+    def _make(self, count):
+        loader = self.loader
+        size, rank = loader.comm.size, loader.comm.rank
+        full = [next(self.stream) for _ in range(count)]
+        batches = []
+        for batch in full:
+            a, z = rank_positions(len(batch), size, rank)
+            batches.append((batch[a:z], len(batch)))
+        if loader.reads == "two-phase":         # every rank's share: the group's samples, in batches
+            from hpcrnn.data.two_phase import Group
+            return batches, Group(np.concatenate(full), loader.global_batch)
+        return batches, np.concatenate([mine for mine, _ in batches])
+
+    def batches(self, index):
+        """[(this rank's indices, global count)] of each batch of group `index`."""
+        return self._group(index)[0]
+
+    def forget(self, index):
+        with self.lock:
+            self.groups.pop(index, None)
+
+
+class _Selections:
+    """EpochPlan's reads as the sequence the Prefetcher walks through."""
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, index):
+        return self.plan._group(index)[1]
 
 
 def rank_block(split, comm):

@@ -45,7 +45,9 @@ class Prefetcher:
     hints are never matched (each rank's depth follows its own latency)."""
 
     def __init__(self, read, arguments, threaded=True, matched=False, ahead=None, depth=None):
-        self.read, self.arguments, self.matched = read, list(arguments), matched
+        # a list, or a sequence that works its items out when first asked for (len() and [i] with i rising)
+        self.arguments = arguments if hasattr(arguments, "__getitem__") else list(arguments)
+        self.read, self.matched = read, matched
         self.ahead, self.depth = ahead, depth or Depth()
         self.position, self.asked_ahead = 0, 0
         self.issued = {}                       # item -> when its readahead was asked for

@@ -66,3 +66,16 @@ def test_epoch_order_sorts_each_global_batch_without_changing_its_members():
         members = batched[first:first + 16]
         assert np.all(np.diff(members) > 0)
         assert sorted(members.tolist()) == sorted(plain[first:first + 16].tolist())
+
+
+def test_epoch_batches_are_the_epoch_order_cut_into_batches_worked_out_lazily():
+    """The loader's lazy plan: the batches one by one equal epoch_order(..., batch) cut into batches, and
+    asking for the first batch does not work out the whole epoch (a 10^9-sample split starts at once)."""
+    from hpcrnn.data.shard import epoch_batches
+    for split, batch, shuffle in (((3, 500), 16, True), ((0, 97), 10, True), ((5, 64), 7, False)):
+        batches = list(epoch_batches(split, 4, 2, 8, 40, batch, shuffle))
+        assert np.array_equal(np.concatenate(batches), epoch_order(split, 4, 2, 8, 40, shuffle, batch))
+        assert all(len(b) == batch for b in batches[:-1]) and all(np.all(np.diff(b) > 0) for b in batches)
+    huge = epoch_batches((0, 10**9), 0, 0, 2**20, 2**22, 256)
+    first = next(huge)
+    assert len(first) == 256 and np.all((first >= 0) & (first < 10**9))
