@@ -136,6 +136,20 @@ MUTATIONS = [
     dict(id="signal-default-at-exit", what="late signals find the default handler while the process exits",
          edits=[("hpcrnn/cli.py", "            args.stop.ignore_further()", "            args.stop.restore()")],
          tests=[SAFETY + "test_early_and_repeated_signals_exit_75_with_a_checkpoint"]),
+    dict(id="row-blocks-drop-grads", what="with C row threads, only block 0's weight gradients are kept",
+         edits=[("hpcrnn/model.py", "            for extra in buffers[1:]:\n                grad_out += extra\n", "")],
+         tests=["tests/unit/test_rowblocks.py::test_threads_match_one_thread"]),
+    dict(id="split-seed-ignored", what="random and stratified splits ignore data.seed",
+         edits=[("hpcrnn/data/splits.py", "return np.random.default_rng([SELECT_STREAM, int(seed)])",
+                 "return np.random.default_rng([SELECT_STREAM, 0])")],
+         tests=["tests/unit/test_splits.py::test_random_split_is_deterministic_disjoint_covering_and_sized"]),
+    dict(id="stamp-layout-unchecked", what="a stamp is trusted after the data sets changed shape",
+         edits=[("hpcrnn/data/stamp.py", "    if stamp.layout != layout_of(handle):", "    if False:")],
+         tests=["tests/unit/test_data_stamp.py::test_a_stamp_whose_layout_changed_is_ignored"]),
+    dict(id="epoch-plan-no-skip", what="a resumed epoch starts its batches from the epoch's start again",
+         edits=[("hpcrnn/data/loader.py", "        for _ in range(start_step):            # a resumed epoch: the batches done before\n"
+                 "            next(self.stream)\n", "")],
+         tests=["tests/unit/test_data_loader.py::test_start_step_resumes_mid_epoch"]),
 ]
 
 
