@@ -40,10 +40,11 @@ def evaluate_split(model, info, split, loss, comm, batch_size, reads="auto", sco
     for batch in iterate_in_order(info, split, batch_size, comm, dtype=model.dtype, reads=reads):
         problem = problem or batch.problem
         if len(batch.x) and problem is None:
-            stats = model.per_sample_stats(batch.x, batch.y, loss, lengths=batch.lengths)
+            outputs = None if scores is None else np.empty(model.output_shape(*batch.x.shape[:2]), model.dtype)
+            stats = model.per_sample_stats(batch.x, batch.y, loss, lengths=batch.lengths, outputs=outputs)
             sums[:len(STAT_KEYS)] += [stats.get(k, 0.0) for k in STAT_KEYS]
-            if scores is not None:
-                scores.add(batch.x, batch.y, batch.lengths, model.predict(batch.x, lengths=batch.lengths))
+            if scores is not None:         # the model's outputs from the same forward pass
+                scores.add(batch.x, batch.y, batch.lengths, outputs)
     sums[len(STAT_KEYS):] = extra
     mpi.agree(comm, problem, DataError)
     if comm.size > 1:

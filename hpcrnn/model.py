@@ -1,5 +1,6 @@
 """The Model: a stack of recurrent layers plus a linear head over ONE flat parameter buffer with named views,
 with PyTorch's parameter names, shapes, initialisation and loss definitions (see docs/kernels.md)."""
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -57,7 +58,7 @@ class Model:
         # are U(-k, k) with k = 1/sqrt(H).
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params[...] = np.random.default_rng(seed).uniform(-bound, bound, self.num_params)
-        self._workspaces = OrderedDict()
+        self._workspaces, self._workspaces_lock = OrderedDict(), threading.Lock()   # row threads share it
         self._rows, self._block_grads = RowThreads(1), []
         self.set_threads(threads)
 
@@ -155,14 +156,15 @@ class Model:
 
     def _workspace(self, batch, steps, block=0):
         key = (batch, steps, block)
-        if key not in self._workspaces:
-            if len(self._workspaces) >= _WORKSPACES_KEPT * self.threads:
-                self._workspaces.popitem(last=False)
-            self._workspaces[key] = stack.Workspace(
-                self.cell, batch, steps, self.input_size, self.hidden_size, self.num_layers,
-                self.output_size, self.head == "sequence", self.dtype, self.dropout > 0, self.bidirectional)
-        self._workspaces.move_to_end(key)
-        return self._workspaces[key]
+        with self._workspaces_lock:
+            if key not in self._workspaces:
+                if len(self._workspaces) >= _WORKSPACES_KEPT * self.threads:
+                    self._workspaces.popitem(last=False)
+                self._workspaces[key] = stack.Workspace(
+                    self.cell, batch, steps, self.input_size, self.hidden_size, self.num_layers,
+                    self.output_size, self.head == "sequence", self.dtype, self.dropout > 0, self.bidirectional)
+            self._workspaces.move_to_end(key)
+            return self._workspaces[key]
 
     def _forward(self, x, lengths, h0, masks=None, block=0):
         """Runs layers and head on row block `block`'s workspace; returns (workspace, the Reversal of a
@@ -214,9 +216,11 @@ class Model:
             loss_sum, state = self._forward_backward_rows(0, x, y, grad_out, loss, lengths, h0, scale,
                                                           on_layer_done, step, sample_indices)
         else:
-            buffers = [grad_out] + self._zeroed_block_grads(len(blocks) - 1)
+            buffers = [grad_out] + self._block_grad_buffers(len(blocks) - 1)
 
             def rows(index, a, b):
+                if index > 0:
+                    buffers[index][...] = 0           # each thread zeroes its own block's gradient
                 return self._forward_backward_rows(index, x[a:b], y[a:b], buffers[index], loss, lengths[a:b],
                                                    slice_state(h0, a, b), scale, None, step, sample_indices[a:b])
             results = self._rows.map(rows, blocks)
@@ -242,12 +246,10 @@ class Model:
                        (grads["head.weight"], grads["head.bias"]), lengths, on_layer_done, reversal)
         return float(loss_sum), stack.final_state(ws, self.cell)
 
-    def _zeroed_block_grads(self, count):
-        """`count` zeroed flat gradient buffers for row blocks 1.., kept between steps."""
+    def _block_grad_buffers(self, count):
+        """`count` flat gradient buffers for row blocks 1.., kept between steps (their threads zero them)."""
         while len(self._block_grads) < count:
             self._block_grads.append(self.flat_grad_buffer())
-        for buffer in self._block_grads[:count]:
-            buffer[...] = 0
         return self._block_grads[:count]
 
     def loss_and_grad(self, x, y, loss="mse", lengths=None, h0=None, step=0, sample_indices=None):
@@ -267,26 +269,37 @@ class Model:
         x, _, lengths = self.check_inputs(x, None, lengths)
         h0 = check_state(self, h0, x.shape[0], return_state)
         B, T = x.shape[:2]
-        shape = (B, T, self.output_size) if self.head == "sequence" else (B, self.output_size)
-        out = np.zeros(shape, self.dtype)
+        out = np.zeros(self.output_shape(B, T), self.dtype)
         if B == 0:
             return (out, self._empty_state()) if return_state else out
 
         def rows(block, a, b):
             ws, _ = self._forward(x[a:b], lengths[a:b], slice_state(h0, a, b), block=block)
-            if self.head == "sequence":
-                out[a:b] = ws.y.reshape(T, b - a, -1).transpose(1, 0, 2)
-            else:
-                out[a:b] = ws.y
+            self._copy_outputs(ws, out, a, b)
             return stack.final_state(ws, self.cell) if return_state else None
         states = self._rows.map(rows, self._rows.blocks(B))
-        if self.head == "sequence":
-            out[np.arange(T)[None, :] >= lengths[:, None]] = 0
+        self._zero_padding(out, lengths)
         return (out, join_states(states)) if return_state else out
 
-    def per_sample_stats(self, x, y, loss, lengths=None):
+    def output_shape(self, batch, steps):
+        """Shape of predict's outputs for a batch: [B, O] (head last) or [B, T, O] (head sequence)."""
+        return (batch, steps, self.output_size) if self.head == "sequence" else (batch, self.output_size)
+
+    def _copy_outputs(self, ws, out, a, b):
+        """Rows a..b of `out` (output_shape) from the head's outputs in ws (time-major for head sequence)."""
+        if self.head == "sequence":
+            out[a:b] = ws.y.reshape(-1, b - a, self.output_size).transpose(1, 0, 2)
+        else:
+            out[a:b] = ws.y
+
+    def _zero_padding(self, out, lengths):
+        if self.head == "sequence":
+            out[np.arange(out.shape[1])[None, :] >= lengths[:, None]] = 0
+
+    def per_sample_stats(self, x, y, loss, lengths=None, outputs=None):
         """Sums over the local batch for evaluation (forward only): loss_sum, count (samples), and
-        sq_err_sum, abs_err_sum, elem_count (regression) or correct (cross_entropy); the others are 0."""
+        sq_err_sum, abs_err_sum, elem_count (regression) or correct (cross_entropy); the others are 0.
+        outputs, when given (output_shape), gets what predict() would return, from the same forward pass."""
         x, y, lengths = self.check_inputs(x, y, lengths, loss=loss)
         stats = {"loss_sum": 0.0, "count": int(x.shape[0]), "sq_err_sum": 0.0, "abs_err_sum": 0.0,
                  "elem_count": 0, "correct": 0}
@@ -295,6 +308,8 @@ class Model:
 
         def rows(block, a, b):
             ws, _ = self._forward(x[a:b], lengths[a:b], None, block=block)
+            if outputs is not None:
+                self._copy_outputs(ws, outputs, a, b)
             stack.set_targets(ws, y[a:b], lengths[a:b], self.head == "sequence", loss)
             loss_sum, correct = stack.loss_forward(ws, y[a:b], loss, 0.0)
             part = {"loss_sum": float(loss_sum), "correct": int(correct)}
@@ -305,4 +320,6 @@ class Model:
         for part in self._rows.map(rows, self._rows.blocks(x.shape[0])):
             for key, value in part.items():
                 stats[key] += value
+        if outputs is not None:
+            self._zero_padding(outputs, lengths)
         return stats

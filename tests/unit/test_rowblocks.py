@@ -80,7 +80,10 @@ def test_threads_match_one_thread(case, threads):
         grad = model.flat_grad_buffer()
         loss_sum = model.forward_backward(x, y, grad, loss=loss, lengths=lengths, scale=0.5, step=7,
                                           sample_indices=indices)
-        results.append((loss_sum, grad, model.predict(x, lengths), model.per_sample_stats(x, y, loss, lengths)))
+        outputs = np.empty(model.output_shape(*x.shape[:2]), model.dtype)
+        results.append((loss_sum, grad, model.predict(x, lengths), model.per_sample_stats(x, y, loss, lengths,
+                                                                                           outputs=outputs)))
+        np.testing.assert_array_equal(outputs, results[-1][2])     # the same forward pass's outputs as predict
     (l1, g1, p1, s1), (l2, g2, p2, s2) = results
     assert np.isclose(l1, l2, rtol=1e-12)
     np.testing.assert_allclose(g2, g1, rtol=1e-10, atol=1e-13)
