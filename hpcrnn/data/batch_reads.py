@@ -13,7 +13,7 @@ import numpy as np
 from hpcrnn import comm as mpi
 from hpcrnn.data.mapped import POPULATE, MappedDataset, MappedFile
 from hpcrnn.data.pagecache import Readahead
-from hpcrnn.data.parallel import chunk_length, open_file, read_ranges, transfer_list
+from hpcrnn.data.parallel import chunk_length, open_file, read_ranges, row_bytes, transfer_list
 from hpcrnn.data.read_mode import datasets_read
 from hpcrnn.data.shard import coalesce, merge_ranges, runs_of
 from hpcrnn.errors import DataError
@@ -34,6 +34,12 @@ class Samples:
         return Samples(self.x[:count], self.y[:count], None if self.lengths is None else self.lengths[:count])
 
 
+def range_offsets(counts):
+    """Where each of consecutive pieces of `counts` rows begins when they are stored back to back (int64)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class RangesRead:
     """An HDF5 read: row range i of the file, from starts[i] on, lies at offsets[i] of every array of `arrays`
@@ -41,6 +47,11 @@ class RangesRead:
     starts: np.ndarray
     offsets: np.ndarray
     arrays: tuple
+
+    @classmethod
+    def of(cls, starts, stops, arrays):
+        """The read of the sorted disjoint row ranges [starts[i], stops[i]) stored back to back in arrays."""
+        return cls(starts, range_offsets(stops - starts), arrays)
 
     def positions(self, rows):
         """Positions in `arrays` of the global rows (each inside one of the ranges read)."""
@@ -123,11 +134,9 @@ class _Reader:
     # ---- HDF5 reads ---------------------------------------------------------------------------------------
     def read_rows(self, starts, stops, dtypes):
         """Reads the sorted disjoint row ranges into the next group buffer, in `dtypes` (one per dataset)."""
-        counts = stops - starts
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        arrays = self.group_buffer(int(counts.sum()), dtypes)
+        arrays = self.group_buffer(int((stops - starts).sum()), dtypes)
         self.read_into(starts, stops, arrays)
-        return RangesRead(starts, offsets, arrays)
+        return RangesRead.of(starts, stops, arrays)
 
     def read_into(self, starts, stops, arrays):
         """Reads the sorted disjoint row ranges of every dataset into `arrays` (one per dataset, rows back to
@@ -201,8 +210,7 @@ class WindowsReader(_Reader):
     def __init__(self, info, comm, mode, dtype):
         super().__init__(info, comm, mode, dtype)
         self.block_size = chunk_length(self.datasets[0])
-        row = lambda dset: dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
-        self.sample_bytes = sum(row(dset) for dset in self.datasets[:2]) + (8 if info.has_lengths else 0)
+        self.sample_bytes = sum(row_bytes(dset) for dset in self.datasets[:2]) + (8 if info.has_lengths else 0)
         self.row_bytes = self.sample_bytes
         target = np.dtype(np.int64) if info.task == "classification" else dtype
         self.dtypes = (dtype, target, np.dtype(np.int64))[:len(self.datasets)]

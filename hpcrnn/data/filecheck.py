@@ -6,6 +6,7 @@ import h5py
 from hpcrnn import comm as mpi
 from hpcrnn.data import checksum, scan, stamp
 from hpcrnn.data.parallel import attempt
+from hpcrnn.data.read_mode import datasets_read
 from hpcrnn.data.schema import check_classes, describe
 from hpcrnn.errors import DataError
 
@@ -23,7 +24,7 @@ def check_file(path, comm, write_stamp=False, force=False):
     mpi.agree(comm, message, DataError)
     (stored, note, layout, checks), message = attempt(path, _stored, path)
     mpi.agree(comm, message, DataError)
-    names = scan.datasets(info)
+    names = datasets_read(info)
     comparable = stored is not None and stored.block_rows > 0 and stored.algorithm == checksum.ALGORITHM
     if stored is not None and stored.digests and not comparable:
         note = f"its stamp's checksums ({stored.algorithm}) are not comparable with {checksum.ALGORITHM}"

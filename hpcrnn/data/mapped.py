@@ -23,10 +23,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from hpcrnn.data.pagecache import RowBytes, chunk_layout
-from hpcrnn.data.shard import merge_ranges
+from hpcrnn.data.pagecache import RowBytes, chunk_layout, page_ranges
+from hpcrnn.data.parallel import row_bytes as dataset_row_bytes
 
-PAGE = mmap.PAGESIZE
 POPULATE = 22                   # MADV_POPULATE_READ (Linux >= 5.14)
 _POPULATE_WORKS = True
 _madvise = ctypes.CDLL(None, use_errno=True).madvise
@@ -125,10 +124,7 @@ class MappedFile:
         becomes MADV_WILLNEED (asynchronous readahead). The GIL is released during each call."""
         if len(begin) == 0 or self.map is None:      # never advise an address range that is no longer ours
             return
-        first = (np.asarray(begin, dtype=np.int64) // PAGE) * PAGE
-        last = np.minimum(-(-np.asarray(end, dtype=np.int64) // PAGE) * PAGE, self.size)
-        order = np.argsort(first, kind="stable")
-        first, last = merge_ranges(first[order], last[order])
+        first, last = page_ranges(begin, end, self.size)
         global _POPULATE_WORKS
         for a, z in zip(first.tolist(), last.tolist()):
             if z <= a:
@@ -161,7 +157,7 @@ class MappedDataset:
         self.file = mapped
         self.shape, self.dtype = tuple(dset.shape), dset.dtype
         self.rows = self.shape[0]
-        self.row_bytes = dset.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.row_bytes = dataset_row_bytes(dset)
         self.chunk_rows, addresses, sizes = chunk_layout(dset)
         reason = why_not_in_file(addresses, sizes, mapped.size)
         if reason:

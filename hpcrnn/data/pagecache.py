@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from hpcrnn.data.parallel import row_bytes as dataset_row_bytes
 from hpcrnn.data.shard import merge_ranges
 
 PAGE = mmap.PAGESIZE
@@ -36,7 +37,7 @@ def chunk_layout(dset):
 def _find_chunks(dset):
     rows = dset.shape[0]
     if dset.chunks is None:
-        row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+        row_bytes = dataset_row_bytes(dset)
         return rows, [dset.id.get_offset()], [rows * row_bytes]
     chunk_rows = int(dset.chunks[0])
     corner = (0,) * (dset.ndim - 1)
@@ -54,7 +55,7 @@ class RowBytes:
     1.10's lookup of chunk i takes time growing with i: a whole table is ~n^2 in the chunk count)."""
 
     def __init__(self, dset, layout=None):
-        self.row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+        self.row_bytes = dataset_row_bytes(dset)
         self.whole_chunks = dset.id.get_create_plist().get_nfilters() > 0
         if layout is None and dset.chunks is None:
             layout = _find_chunks(dset)               # contiguous: one lookup
@@ -136,15 +137,23 @@ class Readahead:
             self.descriptor = None
 
 
+def page_ranges(begins, ends, limit=None):
+    """The byte ranges [begins[i], ends[i]) (any order) widened to whole pages, ends capped at `limit` when
+    given, sorted and merged: (firsts, lasts)."""
+    first = (np.asarray(begins, dtype=np.int64) // PAGE) * PAGE
+    last = -(-np.asarray(ends, dtype=np.int64) // PAGE) * PAGE
+    if limit is not None:
+        last = np.minimum(last, limit)
+    order = np.argsort(first, kind="stable")
+    return merge_ranges(first[order], last[order])
+
+
 def advise(descriptor, begins, ends, advice):
     """posix_fadvise over the byte ranges [begins[i], ends[i]), widened to pages and merged; returns the bytes
     advised. Errors are ignored: advice is a hint."""
     if len(begins) == 0:
         return 0
-    first = (np.asarray(begins, dtype=np.int64) // PAGE) * PAGE
-    last = -(-np.asarray(ends, dtype=np.int64) // PAGE) * PAGE
-    order = np.argsort(first, kind="stable")
-    first, last = merge_ranges(first[order], last[order])
+    first, last = page_ranges(begins, ends)
     total = 0
     for a, z in zip(first.tolist(), last.tolist()):
         try:

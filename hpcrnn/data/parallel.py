@@ -108,9 +108,13 @@ def chunk_rows(row_bytes, rows, target_bytes=CHUNK_TARGET_BYTES):
     return int(max(1, min(max(rows, 1), target_bytes // max(int(row_bytes), 1))))
 
 
+def row_bytes(dset):
+    """Bytes of one row (one index along the first axis) of a dataset or array."""
+    return dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+
+
 def chunk_length(dset, default_bytes=CHUNK_TARGET_BYTES):
     """Rows per chunk of dset along axis 0 (for a contiguous dataset: rows of about default_bytes)."""
     if dset.chunks is not None:
         return int(dset.chunks[0])
-    row_bytes = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
-    return chunk_rows(row_bytes, dset.shape[0], default_bytes)
+    return chunk_rows(row_bytes(dset), dset.shape[0], default_bytes)

@@ -137,13 +137,14 @@ def _kept_blocks(source, keep=None):
 
 
 def _copy(blocks, dset, hasher):
-    """Writes the blocks into dset from row 0 (hashing them as stored), then shrinks dset to the rows written;
-    returns their number."""
+    """Writes the blocks into dset from row 0 (hashing them as stored, unless hasher is None: normalised data
+    sets are hashed as rewritten), then shrinks dset to the rows written; returns their number."""
     position = 0
     for block in blocks:
         block = np.asarray(block, dtype=dset.dtype)
         dset[position:position + len(block)] = block
-        hasher.add(block)
+        if hasher is not None:
+            hasher.add(block)
         position += len(block)
     dset.resize(position, axis=0)
     return position
@@ -216,7 +217,8 @@ def _write_series(spec, source, names):
     with _create_output(spec.out) as handle:
         series = handle.create_dataset("series", (rows, features), dtype="f4", maxshape=(None, features),
                                        chunks=(chunk_rows(features * 4, rows), features))
-        kept = _copy(_checked_blocks(source, spec.drop_nonfinite), series, hashers["series"])
+        kept = _copy(_checked_blocks(source, spec.drop_nonfinite), series,
+                     None if spec.normalize else hashers["series"])
         _note_dropped(handle, spec, rows - kept)
         splits = _series_splits(spec, kept)
         for name, value in (("lookback", spec.lookback), ("horizon", spec.horizon), ("stride", spec.stride)):
@@ -227,7 +229,6 @@ def _write_series(spec, source, names):
         _write_splits(handle, splits)
         if spec.normalize:
             train_rows = (splits["train"][1] - 1) * spec.stride + spec.lookback + spec.horizon
-            hashers["series"] = checksum.RowHasher(block_rows)
             _normalise(handle, series, *_moments(series, train_rows), hashers["series"])
     return block_rows, hashers
 
@@ -274,13 +275,12 @@ def _write_windows(spec, sources):
             dset = handle.create_dataset(name, source.shape, dtype=dtype, maxshape=(None,) + tuple(source.shape[1:]),
                                          chunks=(chunk_rows(row_bytes, count),) + tuple(source.shape[1:]))
             blocks = _checked_blocks(source, spec.drop_nonfinite, keep) if dtype == "f4" else _kept_blocks(source, keep)
-            kept = _copy(blocks, dset, hashers[name])
+            kept = _copy(blocks, dset, None if name == "inputs" and spec.normalize else hashers[name])
         _note_dropped(handle, spec, count - kept)
         splits = chronological_splits(kept, spec.val_fraction, spec.test_fraction, max(spec.gap, 0), spec.input)
         _write_splits(handle, splits)
         if spec.normalize:
             lengths = handle["lengths"][:] if "lengths" in handle else None
-            hashers["inputs"] = checksum.RowHasher(block_rows)
             _normalise(handle, handle["inputs"], *_moments(handle["inputs"], splits["train"][1], lengths),
                        hashers["inputs"])
     return block_rows, hashers

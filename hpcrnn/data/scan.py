@@ -6,18 +6,12 @@ import numpy as np
 
 from hpcrnn import comm as mpi
 from hpcrnn.data import checksum
-from hpcrnn.data.parallel import attempt
+from hpcrnn.data.parallel import attempt, row_bytes as dataset_row_bytes
+from hpcrnn.data.read_mode import datasets_read
 from hpcrnn.errors import DataError
 
 NONE = np.iinfo(np.int64).max
 KEYS = ("inputs", "targets", "lengths", "labels", "label_max")
-
-
-def datasets(info):
-    """The data sets of the file, in scan order."""
-    if info.form == "series":
-        return ("series",)
-    return ("inputs", info.target_name.lstrip("/")) + (("lengths",) if info.has_lengths else ())
 
 
 def scan_file(info, comm, check_finite=True, names=None, block_rows=0):
@@ -25,7 +19,7 @@ def scan_file(info, comm, check_finite=True, names=None, block_rows=0):
     label_max, and "digests" {name: checksum} of the data sets scanned when block_rows > 0 (blocks of that
     many rows). names: the data sets to scan (default all). Read errors are agreed on first, so every rank
     raises the same DataError."""
-    names = tuple(names or datasets(info))
+    names = tuple(names or datasets_read(info))
     rows = block_rows or checksum.default_block_rows(row_bytes(info, names[0]))
     result, message = attempt(info.path, _scan_local, info, comm, check_finite, names, rows, block_rows > 0)
     mpi.agree(comm, message, DataError)
@@ -60,8 +54,7 @@ def verdict(info, findings):
 def row_bytes(info, name):
     """Bytes of one row of data set `name` of the file."""
     with h5py.File(info.path, "r") as handle:
-        dset = handle[name]
-        return dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+        return dataset_row_bytes(handle[name])
 
 
 def _first(bad, offset):

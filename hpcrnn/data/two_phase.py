@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpcrnn import comm as mpi
-from hpcrnn.data.batch_reads import RangesRead, open_reader
-from hpcrnn.data.shard import blockdist, merge_ranges, rank_positions
+from hpcrnn.data.batch_reads import RangesRead, open_reader, range_offsets
+from hpcrnn.data.shard import blockdist, rank_positions, runs_of
 from hpcrnn.errors import DataError
 
 
@@ -33,7 +33,7 @@ def expand(starts, stops):
     counts = np.asarray(stops, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
     if counts.sum() == 0:
         return np.zeros(0, np.int64)
-    first = np.repeat(np.asarray(starts, dtype=np.int64) - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    first = np.repeat(np.asarray(starts, dtype=np.int64) - range_offsets(counts), counts)
     return first + np.arange(int(counts.sum()), dtype=np.int64)
 
 
@@ -47,12 +47,17 @@ class Plan:
     bounds: np.ndarray
 
 
+def pieces(reader, group, size):
+    """(every rank's rows of `group` together, sorted, each once; (count, start) of piece p of them)."""
+    union = expand(*reader.row_ranges(group.samples))
+    return union, [blockdist(len(union), size, p) for p in range(size)]
+
+
 def plan(reader, group, size, rank):
     """The exchange plan of `group` (reader.row_ranges gives the rows under samples)."""
     ranges = [reader.row_ranges(group.needs(size, d)) for d in range(size)]
     rows = [expand(*r) for r in ranges]
-    union = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
-    cuts = [blockdist(len(union), size, p) for p in range(size)]
+    union, cuts = pieces(reader, group, size)
     # piece p holds the union's rows [start_p, start_p + count_p); bounds: its first row and the next piece's
     bounds = np.array([union[start] if start < len(union) else np.iinfo(np.int64).max for _, start in cuts]
                       + [np.iinfo(np.int64).max], dtype=np.int64)
@@ -87,8 +92,9 @@ class TwoPhaseReader:
         """Starts the kernel reading this rank's piece of the group."""
         if not isinstance(group, Group):
             return self.reader.ahead(group)
-        piece = plan(self.reader, group, self.comm.size, self.comm.rank).piece_rows
-        self.reader.ahead_rows(*merge_ranges(piece, piece + 1))
+        union, cuts = pieces(self.reader, group, self.comm.size)
+        count, start = cuts[self.comm.rank]
+        self.reader.ahead_rows(*self.piece_ranges(union[start:start + count]))
 
     def read(self, group):
         """A Group by two-phase I/O; plain indices (in-order evaluation: contiguous blocks) as independent
@@ -115,12 +121,15 @@ class TwoPhaseReader:
             np.take(staging, positions, axis=0, out=outgoing, mode="clip")
             mpi.alltoallv_rows(self.comm, outgoing, send_counts, target, got)
         starts, stops = exchange.ranges[rank]
-        counts = stops - starts
-        return RangesRead(starts, np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64), arrays)
+        return RangesRead.of(starts, stops, arrays)
+
+    def piece_ranges(self, rows):
+        """The row ranges read for a piece (sorted rows): its runs, joined across small gaps."""
+        return self.reader.sieved(*runs_of(rows))
 
     def read_piece(self, rows):
         """This rank's piece (sorted rows) read with independent reads into the staging buffers."""
-        starts, stops = self.reader.sieved(*merge_ranges(rows, rows + 1))
+        starts, stops = self.piece_ranges(rows)
         counts = stops - starts
         total = int(counts.sum())
         if self.staging is None or len(self.staging[0]) < total:
@@ -129,7 +138,7 @@ class TwoPhaseReader:
                             for dset, dtype in zip(self.reader.datasets, self.reader.dtypes)]
         arrays = tuple(array[:total] for array in self.staging)
         self.reader.read_into(starts, stops, arrays)
-        return RangesRead(starts, np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64), arrays)
+        return RangesRead.of(starts, stops, arrays)
 
     def send_buffer(self, like, rows):
         """Rows of a send buffer shaped like `like`'s rows (one per dataset, reused, grown when needed)."""
