@@ -11,9 +11,10 @@ from hpcrnn.data.splits import SPLITS
 from hpcrnn.errors import ConfigError
 from hpcrnn.kernels import CELLS
 from hpcrnn.kernels import LOSSES as MODEL_LOSSES
+from hpcrnn.monitor import HIGHER_IS_BETTER
 
 LOSSES = ("auto",) + MODEL_LOSSES              # auto: cross_entropy for labels, mse otherwise
-MONITORS = ("val_loss", "val_accuracy", "val_rmse", "val_mae")   # hpcrnn.monitor.Monitor
+MONITORS = tuple(HIGHER_IS_BETTER)   # hpcrnn.monitor.Monitor
 MAX_LAYERS = 64             # upper bounds: beyond them a typo, not a model (a run would take hours to say so)
 MAX_HIDDEN = 65536
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

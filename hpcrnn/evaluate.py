@@ -153,12 +153,12 @@ def split_span(info, split, meta, comm):
     chose them (its data.split, data.seed, val_fraction and gap). A run that took its val (test) samples from
     data.val_path (test_path) evaluates all of the given file, which must not be its training file."""
     from hpcrnn.config import from_toml_text
-    from hpcrnn.data.splits import Split, file_splits
+    from hpcrnn.data.splits import Split, file_splits, other_file
     from hpcrnn.predict import same_file
     if split == "all":
         return Split(0, info.num_samples)
     data = from_toml_text(meta["config_toml"]).data
-    other = {"val": data.val_path, "test": data.test_path}.get(split)
+    other = other_file(data, split)
     if other:
         if same_file(info.path, data.path) and not same_file(info.path, other):
             raise DataError(f"{info.path}: is the run's training file; its {split} samples are in data.{split}_path "

@@ -4,7 +4,7 @@ import math
 
 from hpcrnn.errors import ConfigError
 
-HIGHER_IS_BETTER = {"val_loss": False, "val_rmse": False, "val_mae": False, "val_accuracy": True}
+HIGHER_IS_BETTER = {"val_loss": False, "val_accuracy": True, "val_rmse": False, "val_mae": False}   # the monitors
 TASK_OF = {"val_accuracy": "classification", "val_rmse": "regression", "val_mae": "regression"}
 
 

@@ -84,7 +84,8 @@ def with_binding(words, threads=1, probe=True):
 # ---- the check at the start of a run --------------------------------------------------------------------
 def blas_threads():
     """BLAS threads of this process as the environment sets them (hpcrnn defaults them to 1)."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    from hpcrnn.process import BLAS_THREAD_VARIABLES
+    for name in BLAS_THREAD_VARIABLES:
         value = os.environ.get(name, "")
         if value.strip().isdigit():
             return int(value)

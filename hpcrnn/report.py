@@ -39,9 +39,10 @@ def read_text(path):
 def data_path(config_text, split="all"):
     """The file of the run's `split`: data.val_path (test_path) for val (test) when set, else data.path."""
     from hpcrnn.config import from_toml_text
+    from hpcrnn.data.splits import other_file
     try:
         data = from_toml_text(config_text).data if config_text else None
-        return "" if data is None else {"val": data.val_path, "test": data.test_path}.get(split) or data.path
+        return "" if data is None else other_file(data, split) or data.path
     except (HpcrnnError, ValueError):
         return ""
 

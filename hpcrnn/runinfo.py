@@ -4,7 +4,7 @@ import platform
 import sys
 
 
-def _cpuinfo(keys):
+def cpuinfo(keys):
     """{key: value} of the first CPU's /proc/cpuinfo lines named in keys ({} where there is no such file)."""
     found = {}
     try:
@@ -19,12 +19,12 @@ def _cpuinfo(keys):
 
 
 def cpu_model():
-    return _cpuinfo(("model name",)).get("model name") or platform.processor() or platform.machine()
+    return cpuinfo(("model name",)).get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_id():
     """"family F model M" of the CPU (x86 /proc/cpuinfo), "" where unknown."""
-    found = _cpuinfo(("cpu family", "model"))
+    found = cpuinfo(("cpu family", "model"))
     return f"family {found['cpu family']} model {found['model']}" if len(found) == 2 else ""
 
 

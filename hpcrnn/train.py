@@ -290,4 +290,6 @@ class Trainer:
 
 def thread_counts():
     import numba
-    return {"numba": numba.get_num_threads(), "blas": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)}
+
+    from hpcrnn.placement import blas_threads
+    return {"numba": numba.get_num_threads(), "blas": blas_threads()}

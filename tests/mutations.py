@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from helpers import mpiexec   # tests/ is sys.path[0] when this script runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COPIED = ("hpcrnn", "tests", "pyproject.toml", "Makefile", "jobs", "data")
 RUN_TIMEOUT_S = 300
@@ -181,11 +183,6 @@ def environment(repo, cache):
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
                NUMBA_CACHE_DIR=cache, PYTHONDONTWRITEBYTECODE="1")
     return env
-
-
-def mpiexec():
-    recorded = os.path.join(ROOT, ".venv", ".mpiexec")
-    return open(recorded).read().strip() if os.path.exists(recorded) else os.environ.get("HPCRNN_MPIEXEC", "mpiexec")
 
 
 def run(command, repo, env, log):

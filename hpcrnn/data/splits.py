@@ -194,6 +194,11 @@ def file_splits(info, data, comm):
     return stratified_split(read_labels(info, comm), data.val_fraction, data.seed)
 
 
+def other_file(data, split):
+    """data.val_path for "val", data.test_path for "test" ("" when unset or for another split)."""
+    return {"val": data.val_path, "test": data.test_path}.get(split, "")
+
+
 def check_same_schema(key, other, info):
     """DataError naming both files and the field when the file of data.<key> does not fit the training file."""
     fields = [("form", "form"), ("task", "task"), ("head", "head"), ("num_features", "feature count")]

@@ -2,6 +2,7 @@
 one-line warning when an environment variable pins the BLAS below what the CPU supports. Reads, never changes,
 the user's BLAS settings."""
 import ctypes
+import functools
 import os
 
 ISA_ORDER = ("SSE2", "AVX", "AVX2", "AVX-512")   # narrowest to widest
@@ -28,14 +29,8 @@ def cpu_isa(flags):
 
 def cpu_flags():
     """The first CPU's flags from /proc/cpuinfo; an empty set where there is none (not Linux/x86)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    from hpcrnn.runinfo import cpuinfo
+    return set(cpuinfo(("flags",)).get("flags", "").split())
 
 
 def core_isa(corename):
@@ -77,8 +72,10 @@ def openblas_core(library_path):
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def blas_core():
-    """{"kernel_blas_core": core type, "cpu_isa": widest ISA} of this process, and the pin warning or None."""
+    """{"kernel_blas_core": core type, "cpu_isa": widest ISA} of this process, and the pin warning or None
+    (worked out once: neither the library, its core type nor the CPU change while the process runs)."""
     from hpcrnn.kernels.common import blas_library
     core = openblas_core(blas_library())
     isa = cpu_isa(cpu_flags())

@@ -88,7 +88,7 @@ def run_collect(args, comm):
 def run_task(args, comm):
     from hpcrnn.checkpoint import PREEMPTED_EXIT
     from hpcrnn.tuning.record import load_sweep
-    from hpcrnn.tuning.runner import launch_prefix
+    from hpcrnn.tuning.runner import SIGNALS, launch_prefix
     from hpcrnn.tuning.task import TrialTask, settings_from
     if comm.size > 1:
         raise ConfigError("hpcrnn sweep task starts its own MPI run: start it serially, not under srun/mpiexec")
@@ -97,7 +97,7 @@ def run_task(args, comm):
     if not 0 <= args.index < settings.count:
         raise ConfigError(f"--index {args.index}: the sweep in {out} has trials 0 to {settings.count - 1}")
     task = TrialTask(out, args.index, settings, launch_prefix(args.launch_command, settings.ranks), say)
-    for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+    for sig in SIGNALS:
         signal.signal(sig, lambda signum, frame: task.forward(signum))
     state = task.run()
     say(f"trial-{args.index:04d}: {state}")

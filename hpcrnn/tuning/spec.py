@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from hpcrnn.config import read_toml
 from hpcrnn.errors import ConfigError
+from hpcrnn.monitor import HIGHER_IS_BETTER
 
 # monitor name -> (key of the metric in metrics.jsonl's eval lines, larger is better)
-MONITORS = {"val_loss": ("loss", False), "val_rmse": ("rmse", False), "val_mae": ("mae", False),
-            "val_accuracy": ("accuracy", True)}
+MONITORS = {name: (name[len("val_"):], higher) for name, higher in HIGHER_IS_BETTER.items()}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 SWEEP_KEYS = ("trials", "seed", "monitor", "rungs", "reduction_factor")
 TOP_LEVEL_KEYS = ("trials", "seed", "monitor")      # also accepted outside [sweep]

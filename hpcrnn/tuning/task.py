@@ -79,9 +79,10 @@ class TrialTask:
         # a summary.json newer than this write is this start's (file times, as jobs/train.sbatch compares them)
         self.start_mark = os.path.getmtime(os.path.join(self.folder, RECORD_FILE))
         with open(os.path.join(self.folder, "train.log"), "a") as log:
-            log.write(f"$ {shlex.join(self.command())}\n")
+            command = self.command()
+            log.write(f"$ {shlex.join(command)}\n")
             log.flush()
-            self.child = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+            self.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
             if self.signalled:                  # arrived between the check above and Popen
                 self.forward(self.signalled)
