@@ -19,12 +19,6 @@ DELAY_S = 0.1
 pytestmark = pytest.mark.skipif(WORLD.size < 2, reason="needs at least 2 ranks")
 
 
-@pytest.fixture
-def shared_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("shared")) if WORLD.rank == 0 else None
-    return WORLD.bcast(path)
-
-
 def slow_on_rank_one(monkeypatch):
     original = Model.forward_backward
 

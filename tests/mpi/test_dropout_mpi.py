@@ -14,12 +14,6 @@ from helpers import write_windows
 WORLD = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("shared")) if WORLD.rank == 0 else None
-    return WORLD.bcast(path)
-
-
 def config_for(data, run_dir, cell, dropout, bidirectional, overlap=False):
     sets = [f"data.path={data}", f"run_dir={run_dir}", "model.dtype=float64", f"model.cell={cell}",
             "model.hidden_size=4", "model.num_layers=2", f"model.dropout={dropout}",

@@ -13,12 +13,6 @@ from helpers import write_windows
 WORLD = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("es")) if WORLD.rank == 0 else None
-    return WORLD.bcast(path)
-
-
 def config(data, run_dir, **values):
     base = {"data.path": data, "run_dir": run_dir, "model.cell": "gru", "model.hidden_size": 4,
             "train.batch_size": 8, "train.epochs": 8, "train.progress": "none", "data.val_fraction": 0.25,

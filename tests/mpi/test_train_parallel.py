@@ -16,12 +16,6 @@ from helpers import write_windows
 WORLD = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("shared")) if WORLD.rank == 0 else None
-    return WORLD.bcast(path)
-
-
 def config_for(data, run_dir, dtype, **extra):
     sets = [f"data.path={data}", f"run_dir={run_dir}", f"model.dtype={dtype}", "model.cell=lstm",
             "model.hidden_size=8", "model.num_layers=2", "train.epochs=2", "train.batch_size=10",
