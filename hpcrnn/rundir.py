@@ -14,6 +14,26 @@ from hpcrnn import checkpoint as ckpt
 from hpcrnn.log import write_json
 
 
+def take_lock(path, label):
+    """An exclusive flock on the file at path, held while the returned descriptor stays open (the kernel drops
+    it when the process ends, also on a crash): (fd, None) when taken, `label` written into the file;
+    (None, what the holder wrote) when another process holds it; (None, None) on a file system without flock
+    (run unlocked rather than not at all)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        return None, holder
+    except OSError:
+        os.close(fd)
+        return None, None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{label}\n".encode(), 0)
+    return fd, None
+
+
 class RunDir:
     """Paths of one run directory. writes=True on the one process that writes it (rank 0 of a run:
     `RunDir(path, writes=comm.rank == 0)`); readers (evaluate, report, sweeps) leave it False."""
@@ -52,19 +72,10 @@ class RunDir:
         when the process ends, also on a crash). Returns None, or a one-line message naming the holder."""
         if not self.writes:
             return None
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
+        self._lock_fd, holder = take_lock(self.lock_file, f"host {socket.gethostname()} pid {os.getpid()}")
+        if holder:
             return (f"run directory {self.path} is in use by a running job ({holder}); wait for it to end "
                     "or choose another --run-dir")
-        except OSError:
-            return None      # a file system without flock: run unlocked rather than not at all
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
         return None
 
     def unlock(self):

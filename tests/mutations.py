@@ -129,7 +129,7 @@ MUTATIONS = [
                  "        return os.path.abspath(a) == os.path.abspath(b)")],
          tests=[SAFETY + "test_predict_refuses_links_to_the_data_and_the_checkpoint[0]"]),
     dict(id="run-dir-unlocked", what="the run directory lock is never taken",
-         edits=[("hpcrnn/rundir.py", "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "            pass")],
+         edits=[("hpcrnn/rundir.py", "        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "        pass")],
          tests=[SAFETY + "test_run_dir_lock_names_the_holder"]),
     dict(id="checkpoint-failures-ignored", what="a checkpoint that cannot be written is only ever a warning",
          edits=[("hpcrnn/train.py", "        if final or self.failed_checkpoints >= limit:",

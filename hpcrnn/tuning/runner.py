@@ -1,7 +1,6 @@
 """Starts a sweep: writes DIR/trials.json and every trial's config.toml (a rerun must find the same trials),
 then runs the unfinished trials here, K at a time under MPICH's mpiexec, or submits them as one Slurm job
 array (jobs/sweep_array.sbatch) whose tasks run the same trial supervisor (task.py)."""
-import fcntl
 import json
 import math
 import os
@@ -15,7 +14,7 @@ import time
 from hpcrnn.checkpoint import PREEMPTED_EXIT
 from hpcrnn.errors import ConfigError
 from hpcrnn.log import int_ranges
-from hpcrnn.rundir import RunDir
+from hpcrnn.rundir import RunDir, take_lock
 from hpcrnn.tuning.record import FINISHED, read_record, read_sweep, trial_dir, write_record, write_sweep
 from hpcrnn.tuning.task import TrialTask, settings_from
 from hpcrnn.tuning.trials import expand, format_params, trial_config
@@ -82,20 +81,14 @@ class SweepLock:
         self.path, self.fd = os.path.join(out, "sweep.lock"), None
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(self.fd)
-            raise ConfigError(f"{os.path.dirname(self.path)}: another 'hpcrnn sweep run' works on it ({holder})") \
-                from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()}\n".encode(), 0)
+        self.fd, holder = take_lock(self.path, f"pid {os.getpid()}")
+        if holder:
+            raise ConfigError(f"{os.path.dirname(self.path)}: another 'hpcrnn sweep run' works on it ({holder})")
         return self
 
     def __exit__(self, *exc):
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 class LocalPool:
