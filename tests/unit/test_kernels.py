@@ -8,7 +8,7 @@ import pytest
 from numba import njit
 
 import hpcrnn
-from hpcrnn.kernels.common import gemm, sigmoid, tanh
+from hpcrnn.kernels.common import gemm, load_blas, sigmoid, tanh
 
 from reference_numpy import loss as reference_loss
 from reference_numpy import predict as reference_predict
@@ -146,6 +146,7 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_gemm_on_strided_blocks(dtype, trans_a, trans_b):
+    load_blas()               # a kernel called directly: register the BLAS first (hpcrnn.Model does it)
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((5, 7)), rng.standard_normal((7, 4))
     stored_a, stored_b = (A.T if trans_a else A), (B.T if trans_b else B)
