@@ -5,11 +5,12 @@ Run:  .venv/bin/python bench/batch_check.py [--batch 128 --length 64 --features 
 (--batch is one rank's share: 128 = the default global batch 256 on 2 ranks)."""
 import argparse
 import os
+
+from machine import drop_blas_pins   # bench/machine.py: what the benches share
 import statistics
 import time
 
-for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_name, None)
+drop_blas_pins()
 for _name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 

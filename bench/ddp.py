@@ -15,8 +15,9 @@ torch stays a bench/test extra: this script is the only place outside tests that
 """
 import os
 
-for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_name, None)      # before numpy loads: let OpenBLAS detect the core, as users get it
+from machine import drop_blas_pins, launcher   # bench/machine.py: what the benches share
+
+drop_blas_pins()                     # before numpy loads: let OpenBLAS detect the core, as users get it
 for _name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = "1"
 
@@ -112,9 +113,7 @@ def run_ddp(args, cell, data, init, work):
 def run_hpcrnn(args, cell, data, work):
     run_dir = os.path.join(work, f"hpcrnn-{cell}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    mpiexec = open(os.path.join(ROOT, ".venv", ".mpiexec")).read().strip()
-    bind = ["-bind-to", "core"] if args.bind == "core" else []
-    command = [mpiexec, *bind, "-n", str(args.ranks), sys.executable, "-m", "hpcrnn", "train",
+    command = [*launcher(bind=args.bind == "core"), "-n", str(args.ranks), sys.executable, "-m", "hpcrnn", "train",
                "--data", data, "--cell", cell, "--hidden", str(args.hidden), "--layers", "1",
                "--batch-size", str(args.batch), "--optimizer", "adam", "--lr", str(args.lr), "--run-dir", run_dir,
                "--set", "optim.clip_norm=1.0", "--set", "schedule.name=constant", "--set", "data.val_fraction=0",

@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from ddp import make_data   # also drops the OpenBLAS pins and sets 1 thread per process
-from machine import describe as describe_machine
+from machine import describe as describe_machine, launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,10 +35,7 @@ def run(layout, hidden, args, data, work):
     ranks, rows, blas = layout
     run_dir = os.path.join(work, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
-    mpiexec = open(os.path.join(ROOT, ".venv", ".mpiexec")).read().strip()
-    cores = max(rows, blas)
-    bind = ["-bind-to", "core" if cores == 1 else f"core:{cores}"]
-    command = [mpiexec, *bind, "-n", str(ranks), sys.executable, "-m", "hpcrnn", "train", "--data", data,
+    command = [*launcher(max(rows, blas)), "-n", str(ranks), sys.executable, "-m", "hpcrnn", "train", "--data", data,
                "--cell", "lstm", "--hidden", str(hidden), "--layers", "1", "--batch-size", str(args.batch),
                "--optimizer", "adam", "--lr", "0.001", "--run-dir", run_dir,
                "--set", "optim.clip_norm=1.0", "--set", "schedule.name=constant", "--set", "data.val_fraction=0",

@@ -20,8 +20,9 @@ aggregate over ranks (bytes of every rank / slowest rank's time). The file is wr
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are dropped before numpy loads; the core type OpenBLAS picks is printed."""
 import os
 
-for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_name, None)      # before numpy loads: let OpenBLAS detect the core, as users get it
+from machine import drop_blas_pins   # bench/machine.py: what the benches share
+
+drop_blas_pins()                     # before numpy loads: let OpenBLAS detect the core, as users get it
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 

@@ -12,8 +12,9 @@ names the core type OpenBLAS then ran.
 """
 import os
 
-for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_name, None)  # measure the machine, not a pin: OpenBLAS picks its own kernels (this process only)
+from machine import drop_blas_pins   # bench/machine.py: what the benches share
+
+drop_blas_pins()  # measure the machine, not a pin: OpenBLAS picks its own kernels (this process only)
 for _name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = "1"  # before numpy, numba, scipy or torch load a threaded library
 

@@ -5,8 +5,9 @@ their ratio; plus the time to select a random and a stratified split and to orde
 Run serially (`python bench/splits.py`) or under `mpiexec.mpich -n 2 .venv/bin/python bench/splits.py`."""
 import os
 
-for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):   # BLAS as a user gets it (before numpy loads)
-    os.environ.pop(_name, None)
+from machine import drop_blas_pins   # bench/machine.py: what the benches share
+
+drop_blas_pins()       # BLAS as a user gets it (before numpy loads)
 
 import argparse   # noqa: E402
 import statistics   # noqa: E402

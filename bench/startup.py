@@ -9,6 +9,8 @@ is ignored) and put it back afterwards; "cold" runs first evict the file's pages
   .venv/bin/python bench/startup.py --side main=/work/main --side branch=. --data tmp-big/w1.h5 tmp-big/w4.h5"""
 import argparse
 import os
+
+from machine import drop_blas_pins, launcher as mpi_launcher   # bench/machine.py: what the benches share
 import shutil
 import statistics
 import subprocess
@@ -16,8 +18,7 @@ import sys
 import tempfile
 import time
 
-for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_name, None)
+drop_blas_pins()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +52,7 @@ def first_step_seconds(tree, data, ranks, launcher, extra):
     run_dir = tempfile.mkdtemp(prefix="hpcrnn-startup-")
     metrics = os.path.join(run_dir, "metrics.jsonl")
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}       # and cwd: `-m` puts the cwd first on sys.path
-    command = [launcher, "-n", str(ranks), sys.executable, "-m", "hpcrnn", "train", "--data", data,
+    command = [*launcher, "-n", str(ranks), sys.executable, "-m", "hpcrnn", "train", "--data", data,
                "--run-dir", run_dir, "--max-steps", "2", "--set", "train.progress=none",
                "--set", "data.val_fraction=0", *extra]
     started = time.perf_counter()
@@ -79,7 +80,7 @@ OPEN = ("import sys, time; t = time.perf_counter(); from hpcrnn import comm; fro
 def open_seconds(tree, data, ranks, launcher, extra):
     """Seconds of open_dataset alone (imports of hpcrnn.data included; slowest rank): what opening costs."""
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
-    result = subprocess.run([launcher, "-n", str(ranks), sys.executable, "-c", OPEN, data], env=env,
+    result = subprocess.run([*launcher, "-n", str(ranks), sys.executable, "-c", OPEN, data], env=env,
                             cwd=os.path.abspath(tree), capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"open_dataset of {data} failed: {result.stderr.strip()[-500:]}")
@@ -98,7 +99,7 @@ def main():
     parser.add_argument("--measure", choices=("first-step", "open"), default="first-step",
                         help="first-step: launch to the first metrics line; open: open_dataset alone")
     args = parser.parse_args()
-    launcher = open(os.path.join(ROOT, ".venv", ".mpiexec")).read().strip()
+    words = mpi_launcher(bind=False)
     sides = dict(side.split("=", 1) for side in args.side)
     args.data = [os.path.abspath(data) for data in args.data]     # the jobs run in each side's tree
     for name, tree in sides.items():                                # prove which code each side runs
@@ -118,7 +119,7 @@ def main():
                             if cache == "cold":
                                 evict(data)
                             measure = first_step_seconds if args.measure == "first-step" else open_seconds
-                            seconds = measure(tree, data, args.ranks, launcher, extra)
+                            seconds = measure(tree, data, args.ranks, words, extra)
                             times.setdefault((name, data, state, cache), []).append(seconds)
                             print(f"repeat {repeat} {name} {os.path.basename(data)} {state} {cache}: "
                                   f"{seconds:.2f} s", flush=True)
