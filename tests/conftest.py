@@ -54,6 +54,14 @@ def require_extras():
         except Exception as exc:
             raise pytest.UsageError(f"make test needs the test extras: import {name} failed ({type(exc).__name__}: "
                                     f"{exc}); run `make setup-dev` (plain pytest skips those tests instead)")
+    import shutil
+
+    import h5py
+    from helpers import mpiexec
+    if not h5py.get_config().mpi:        # the tests of parallel HDF5 would skip
+        raise pytest.UsageError("make test needs h5py built with MPI (parallel HDF5); run `make setup-dev`")
+    if not shutil.which(mpiexec()):      # the tests that launch ranks would skip
+        raise pytest.UsageError(f"make test needs the MPI launcher {mpiexec()!r}; run `make setup-dev`")
 
 
 def abort_job(what, details):

@@ -8,9 +8,10 @@ import h5py
 import pytest
 
 import data_fixtures as fixtures
+from helpers import mpiexec
 
-MPIEXEC = shutil.which("mpiexec.mpich") or shutil.which("mpiexec.hydra")
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="MPICH's mpiexec is not installed")
+MPIEXEC = shutil.which(mpiexec())      # the launcher setup recorded (make test requires it: tests/conftest.py)
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no MPI launcher installed")
 OPEN = "import sys; from mpi4py import MPI; from hpcrnn.data.schema import open_dataset; " \
        "print(f'<{open_dataset(sys.argv[1], comm=MPI.COMM_WORLD).num_samples}>', flush=True)"
 
