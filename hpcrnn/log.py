@@ -89,6 +89,18 @@ def write_json(path, record):
     os.replace(tmp, path)
 
 
+def markdown_lines(header, rows):
+    """The lines of a Markdown table; a row shorter than the header is padded with empty cells."""
+    lines = ["| " + " | ".join(str(cell) for cell in header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in list(row) + [""] * (len(header) - len(row))) + " |"
+                    for row in rows]
+
+
+def markdown_table(header, rows):
+    """A Markdown table as one string."""
+    return "\n".join(markdown_lines(header, rows))
+
+
 def int_ranges(values):
     """Sorted integers as compact text: [0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (Slurm's --array and CPU lists)."""
     parts, start = [], None

@@ -1,5 +1,6 @@
 """The evaluation as a short table, model against baselines: plain text for the terminal, Markdown for the
 run report. Reads the metrics dict of evaluate.run_evaluate; computes nothing."""
+from hpcrnn.log import markdown_lines
 
 MAX_HORIZONS = 6         # per-horizon columns shown (the JSON line has them all)
 MAX_CONFUSION = 20       # classes up to which the confusion matrix is printed
@@ -79,16 +80,11 @@ def text_table(metrics):
     return "\n".join(lines)
 
 
-def _markdown(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return out + ["| " + " | ".join(row + [""] * (len(header) - len(row))) + " |" for row in rows]
-
-
 def markdown_table(metrics):
     """The same as text_table, in Markdown."""
     header, rows, notes = table(metrics)
-    lines = _markdown(header, rows) + [""] + [f"- {note}" for note in notes]
+    lines = markdown_lines(header, rows) + [""] + [f"- {note}" for note in notes]
     confusion = _confusion(metrics)
     if confusion:
-        lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", ""] + _markdown(*confusion)
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", ""] + markdown_lines(*confusion)
     return "\n".join(lines)

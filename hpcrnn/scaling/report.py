@@ -5,6 +5,7 @@ import os
 import time
 
 from hpcrnn.errors import ConfigError
+from hpcrnn.log import markdown_table
 from hpcrnn.scaling import model_fit, plots
 from hpcrnn.scaling.results import load_results
 
@@ -25,12 +26,6 @@ def scaling_rows(results):
         out.append({**row, "speedup": speedup, "ideal_speedup": ideal, "efficiency": speedup / ideal,
                     "baseline_ranks": base["ranks"]})
     return out
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def measured_table(rows):

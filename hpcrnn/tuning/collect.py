@@ -7,6 +7,7 @@ import math
 import os
 import socket
 
+from hpcrnn.log import markdown_lines
 from hpcrnn.rundir import RunDir
 from hpcrnn.tuning.record import (best_eval, evals_of, last_step, load_sweep, read_metrics, read_record,
                                   trial_dir)
@@ -148,11 +149,9 @@ def write_markdown(out, sweep, rows, winner, plot):
     if winner:
         lines += [f"Best: **{winner['trial']}** ({sweep['monitor']} {winner['value']:.6g} at step {winner['step']}); "
                   f"its config: `best.toml`.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for position, row in enumerate(rows, 1):
-        values = table_values(row, position, sweep)
-        lines.append("| " + " | ".join(cell(v) if not isinstance(v, str) else v.replace("|", "/")
-                                      for v in values) + " |")
+    lines += markdown_lines(header, [[cell(v) if not isinstance(v, str) else v.replace("|", "/")
+                                      for v in table_values(row, position, sweep)]
+                                     for position, row in enumerate(rows, 1)])
     if plot:
         lines += ["", f"![{sweep['monitor']} against each swept key]({os.path.basename(plot)})"]
     with open(path, "w") as handle:
