@@ -187,11 +187,10 @@ class Trainer:
         """Rank 0 warns when one rank's compute over the epoch (so far) is > IMBALANCE_WARN above the median
         rank's; every rank knows every rank's compute from the exchange's tail."""
         times, self.epoch_compute = self.epoch_compute, np.zeros(self.comm.size)
-        median = float(np.median(times))
-        slowest = int(np.argmax(times))
-        if self.comm.size > 1 and median > 0 and times[slowest] > (1 + IMBALANCE_WARN) * median:
-            self.writer.say(f"warning: rank {slowest} computed {100 * (times[slowest] / median - 1):.0f}% longer "
-                            f"than the median rank in epoch {self.epoch} ({times[slowest]:.3g} s vs {median:.3g} s): "
+        longest, slowest, median = mpi.compute_statistics(times)
+        if self.comm.size > 1 and median > 0 and longest > (1 + IMBALANCE_WARN) * median:
+            self.writer.say(f"warning: rank {slowest} computed {100 * (longest / median - 1):.0f}% longer "
+                            f"than the median rank in epoch {self.epoch} ({longest:.3g} s vs {median:.3g} s): "
                             f"the other ranks wait for it at every Allreduce (a slow or shared core? see "
                             f"summary.json's per_rank and docs/throughput.md)")
 

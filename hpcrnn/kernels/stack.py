@@ -40,8 +40,9 @@ class Workspace:
         self.inputs = [None] * layers   # [TB, I] matrix each layer read in the last forward
         self.masks = [None] * layers    # dropout mask of each layer's input (layers > 0) in the last forward
         if dropout:
-            self.M = [np.zeros((T, B, W), dtype) for _ in range(layers)]
-            self.dropped = [np.zeros((T, B, W), dtype) for _ in range(layers)]
+            # layer 0's input (the data) is never dropped: no buffers for it
+            self.M = [None] + [np.zeros((T, B, W), dtype) for _ in range(1, layers)]
+            self.dropped = [None] + [np.zeros((T, B, W), dtype) for _ in range(1, layers)]
         if bidirectional:
             self.Hs_r = [np.zeros((T + 1, B, H), dtype) for _ in range(layers)]
             self.S_r = [np.zeros(aux_shape, dtype) for _ in range(layers)]
